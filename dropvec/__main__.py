@@ -1,0 +1,3 @@
+from dropvec.cli import main
+
+main()

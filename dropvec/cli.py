@@ -1,0 +1,266 @@
+"""The ``dropvec`` command. Every option can also be set with the environment variable it names;
+everything else comes from the ``DROPVEC_*`` settings (see ``config.settings``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from config.settings import QUEUE, Settings, redact_url
+from dropvec.errors import DropvecError
+
+app = typer.Typer(help="Drop files in a folder; find their chunks in Milvus.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    settings.prepare_environment()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Run a command body; dropvec's own errors end it with one line, not a traceback."""
+    try:
+        return fn()
+    except DropvecError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _producer(settings: Settings) -> Any:
+    from dropvec.state import StateStore
+    from producer.enqueue import Producer
+    from workers.app import create_app
+
+    return Producer(settings, create_app(settings), StateStore.from_url(settings.redis_url))
+
+
+def _print_outcomes(report: Any) -> None:
+    for o in report.outcomes:
+        if o.status != "queued":
+            colour = "yellow" if o.status == "skipped" else "red"
+            err.print(f"[{colour}]{o.status}[/{colour}] {o.path}: {o.reason}", highlight=False)
+    out.print(
+        f"queued {report.count('queued')} file(s), {report.chunks} chunk(s); "
+        f"skipped {report.count('skipped')}, failed {report.count('failed')}",
+        highlight=False,
+    )
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest")],
+    wait: Annotated[bool, typer.Option(help="Show progress; exit once every chunk is written")] = False,
+    force: Annotated[bool, typer.Option(help="Re-ingest files even if unchanged")] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: give up after this many seconds (0: never)")] = 0,
+) -> None:
+    """Enqueue files or folders. Exit code 1 if any file failed."""
+    settings = _settings()
+
+    def body() -> int:
+        report = _producer(settings).ingest(paths, force=force)
+        _print_outcomes(report)
+        failed = report.count("failed")
+        if wait and report.count("queued"):
+            failed = _wait_for_run(settings, report.run_id, timeout)
+        return 1 if failed else 0
+
+    raise typer.Exit(_run(body))
+
+
+def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:
+    from dropvec.state import StateStore
+
+    state = StateStore.from_url(settings.redis_url)
+    if not _live_workers(settings):
+        err.print("[yellow]no worker is running yet: tasks wait in the queue until one starts[/yellow]")
+    deadline = time.monotonic() + timeout if timeout else float("inf")
+    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        job = bar.add_task("chunks", total=None)
+        while True:
+            p = state.progress(run_id)
+            bar.update(job, total=p.chunks_total, completed=p.chunks_done)
+            if p.finished:
+                break
+            if time.monotonic() > deadline:
+                err.print(f"[red]timed out[/red] with {p.chunks_done}/{p.chunks_total} chunks written")
+                return 1
+            time.sleep(0.25)
+    for problem in p.problems:
+        if problem["status"] == "failed":
+            err.print(f"[red]failed[/red] {problem['path']}: {problem['reason']}", highlight=False)
+    out.print(f"indexed {p.files_done} file(s), {p.chunks_done} chunk(s); failed {p.files_failed}", highlight=False)
+    return p.files_failed
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument(help="What to look for")],
+    k: Annotated[int, typer.Option("-k", "--top-k", envvar="DROPVEC_TOP_K", help="How many chunks")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array: score, file, chunk, text")] = False,
+) -> None:
+    """The top-k chunks for a question, with score, file and snippet."""
+    settings = _settings()
+
+    def body() -> None:
+        from dropvec.search import search as run_search
+        from workers.embed import load_embedder
+
+        hits = run_search(settings, question, k, load_embedder(settings))
+        if as_json:
+            print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False, indent=2))
+            return
+        for rank, h in enumerate(hits, 1):
+            where = f"{h.file} #{h.chunk}" + (f" p.{h.page}" if h.page else "")
+            snippet = " ".join(h.text.split())[:240]
+            out.print(f"[bold]{rank}. {h.score:.3f}[/bold] {where}\n   {snippet}", highlight=False)
+
+    _run(body)
+
+
+def _live_workers(settings: Settings) -> list[str]:
+    from workers.app import create_app
+
+    replies = create_app(settings).control.ping(timeout=1.0) or []
+    return sorted(name for reply in replies for name in reply)
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    import redis
+
+    from workers.store import count_entities
+
+    r = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        r.ping()
+    except redis.RedisError as exc:
+        raise DropvecError(f"Redis at {redact_url(settings.redis_url)} is unreachable: {exc}") from exc
+    try:
+        entities = count_entities(settings)
+    except Exception as exc:  # noqa: BLE001 - any client failure means the same thing to the user
+        raise DropvecError(f"Milvus at {settings.milvus_uri} is unreachable: {exc}") from exc
+    workers = _live_workers(settings)
+    return {
+        "redis_url": redact_url(settings.redis_url),
+        "milvus_uri": settings.milvus_uri,
+        "collection": settings.collection,
+        "embed_model": settings.embed_model,
+        "entities": entities,
+        "queue_depth": int(r.llen(QUEUE)),
+        "workers": len(workers),
+        "worker_names": workers,
+    }
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """Services, collection size, queue depth and live workers."""
+    settings = _settings()
+    info = _run(lambda: collect_status(settings))
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            out.print(f"{key:12} {value}", highlight=False)
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Option(envvar="DROPVEC_WORKER_NAME", help="Worker name (default: host)")] = "",
+) -> None:
+    """One worker process: loads the model once, then embeds and writes tasks from the queue."""
+    settings = _settings()
+
+    def body() -> None:
+        from workers.runtime import get_runtime
+        from workers.tasks import app as celery_app
+
+        get_runtime(settings)  # load the model and open the store before taking any task
+        argv = ["worker", "--pool=solo", f"--queues={QUEUE}", f"--loglevel={settings.log_level}",
+                "--without-gossip", "--without-mingle"]
+        if name:
+            argv.append(f"--hostname={name}@%h")
+        celery_app.worker_main(argv)
+
+    _run(body)
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option("--workers", "-w", envvar="DROPVEC_WORKERS", help="Worker processes")] = 1,
+    inbox: Annotated[Path | None, typer.Option(help="Folder to watch (default: DROPVEC_INBOX)")] = None,
+) -> None:
+    """The whole local stack: Redis, Milvus, workers, and a watched inbox. Ctrl-C stops it all."""
+    settings = _settings()
+    if inbox is not None:
+        settings = settings.model_copy(update={"inbox": inbox})
+    _run(lambda: _up(settings, workers))
+
+
+def _up(settings: Settings, worker_count: int) -> None:
+    from dropvec.stack import start_milvus, start_redis, start_workers
+    from producer.watch import watch_folder
+
+    data_dir = settings.data_dir.absolute()
+    inbox = settings.inbox.absolute()
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    services = []
+    try:
+        for start in (start_redis, start_milvus):
+            service = start(settings, data_dir)
+            if service is not None:
+                services.append(service)
+            if stop.is_set():
+                return
+        services += start_workers(settings, worker_count, data_dir / "logs")
+        producer = _producer(settings)
+        inbox.mkdir(parents=True, exist_ok=True)
+        out.print(
+            f"dropvec is up: {worker_count} worker(s), Redis {redact_url(settings.redis_url)}, "
+            f"Milvus {settings.milvus_uri}, collection {settings.collection!r}.\n"
+            f"Drop files into {inbox} (logs in {data_dir / 'logs'}). Ctrl-C to stop.",
+            highlight=False,
+        )
+
+        def ingest(paths: list[Path]) -> None:
+            try:
+                _print_outcomes(producer.ingest(paths))
+            except DropvecError as exc:
+                err.print(f"[red]error:[/red] {exc}", highlight=False)
+
+        ingest([inbox])
+        watch_folder(inbox, ingest, stop, settings.settle_seconds)
+    finally:
+        out.print("stopping…")
+        for service in reversed(services):
+            service.stop(timeout=60 if service.name.startswith("worker") else 20)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        out.print("stopped.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

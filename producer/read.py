@@ -1,0 +1,110 @@
+"""Reading files into sections with llama-index readers, one clear reason per file that fails."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from llama_index.core.readers.base import BaseReader
+
+from dropvec.errors import SkippedFile, UnreadableFile
+from producer.chunk import Section
+
+log = logging.getLogger(__name__)
+
+
+def _pdf() -> BaseReader:
+    from llama_index.readers.file import PDFReader
+
+    return PDFReader()
+
+
+def _docx() -> BaseReader:
+    from llama_index.readers.file import DocxReader
+
+    return DocxReader()
+
+
+def _csv() -> BaseReader:
+    from llama_index.readers.file import CSVReader
+
+    return CSVReader(concat_rows=True)
+
+
+def _html() -> BaseReader:
+    from llama_index.readers.file import HTMLTagReader
+
+    return HTMLTagReader(tag="body")
+
+
+def _markdown() -> BaseReader:
+    from llama_index.readers.file import MarkdownReader
+
+    return MarkdownReader(remove_hyperlinks=False, remove_images=True)
+
+
+#: Supported extensions and their reader; None means plain text, decoded here.
+READERS: dict[str, Callable[[], BaseReader] | None] = {
+    ".txt": None,
+    ".text": None,
+    ".rst": None,
+    ".md": _markdown,
+    ".markdown": _markdown,
+    ".pdf": _pdf,
+    ".docx": _docx,
+    ".csv": _csv,
+    ".html": _html,
+    ".htm": _html,
+}
+
+#: Scalar reader metadata worth keeping on chunks.
+KEPT_READER_METADATA = ("page_label", "header_path")
+
+
+def is_supported(path: Path) -> bool:
+    return path.suffix.lower() in READERS
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """UTF-8 (with or without BOM) first, then a detected encoding; binary data is refused."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    if b"\x00" in data[:8192]:
+        raise UnreadableFile(path, "binary data, not text")
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None:
+        raise UnreadableFile(path, "not valid text in any known encoding")
+    return str(best)
+
+
+def read_sections(path: Path) -> list[Section]:
+    """Read ``path`` into sections. Raises SkippedFile or UnreadableFile with a one-line reason."""
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise SkippedFile(path, f"unsupported file type {suffix or '(no extension)'}")
+    make_reader = READERS[suffix]
+    try:
+        if make_reader is None:
+            return [Section(decode_text(path.read_bytes(), path))]
+        documents = make_reader().load_data(path)
+    except (SkippedFile, UnreadableFile):
+        raise
+    except Exception as exc:  # readers raise anything: each is the file's problem, told in one line
+        log.debug("reader failed on %s", path, exc_info=True)
+        raise UnreadableFile(path, f"cannot read {suffix[1:]}: {type(exc).__name__}: {exc}") from exc
+    sections = []
+    for doc in documents:
+        meta = {
+            k: v
+            for k, v in doc.metadata.items()
+            if k in KEPT_READER_METADATA and isinstance(v, (str, int, float))
+        }
+        sections.append(Section(doc.text, meta))
+    return sections

@@ -1,0 +1,1 @@
+"""Workers: Celery tasks that embed chunks and write them to Milvus."""

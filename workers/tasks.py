@@ -1,0 +1,59 @@
+"""Thin Celery tasks: decode the message, hand it to the runtime, set the retry policy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+import redis
+from celery import Task
+from pydantic import ValidationError
+from pymilvus.exceptions import MilvusException
+
+from config.messages import EMBED_TASK, EmbedTask
+from dropvec.state import StateStore
+from workers.app import app
+from workers.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+#: Failures of a service rather than of the input: retried with exponential backoff and jitter.
+TRANSIENT_ERRORS = (
+    MilvusException,
+    grpc.RpcError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class EmbedTaskBase(Task):  # type: ignore[misc]
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """The task has given up: record its file as failed, with the reason, for the user."""
+        try:
+            message = EmbedTask.model_validate(args[0])
+        except (ValidationError, IndexError):
+            log.error("task %s failed with an undecodable message: %s", task_id, exc)
+            return
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        StateStore.from_url(self.app.conf.broker_url).task_failed(
+            message.run_id, message.doc_id, message.file_path, reason
+        )
+
+
+@app.task(
+    name=EMBED_TASK,
+    base=EmbedTaskBase,
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=8,
+)
+def embed_chunks(self: Task, message: dict[str, Any]) -> int:
+    task = EmbedTask.model_validate(message)
+    return get_runtime(self.app.dropvec_settings).process(task)
