@@ -32,9 +32,7 @@ def bundled_model_path() -> Path:
 class Settings(BaseSettings):
     """Everything dropvec can be told. Each field is ``DROPVEC_<FIELD NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="DROPVEC_", env_file=".env", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="DROPVEC_", env_file=".env", extra="ignore", frozen=True)
 
     # Services
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis broker and state store")

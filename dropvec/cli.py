@@ -69,7 +69,9 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to ingest")],
     wait: Annotated[bool, typer.Option(help="Show progress; exit once every chunk is written")] = False,
     force: Annotated[bool, typer.Option(help="Re-ingest files even if unchanged")] = False,
-    timeout: Annotated[float, typer.Option(help="With --wait: give up after this many seconds (0: never)")] = 0,
+    timeout: Annotated[
+        float, typer.Option(help="With --wait: give up after this many seconds (0: never)")
+    ] = 0,
 ) -> None:
     """Enqueue files or folders. Exit code 1 if any file failed."""
     settings = _settings()
@@ -92,7 +94,13 @@ def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:
     if not _live_workers(settings):
         err.print("[yellow]no worker is running yet: tasks wait in the queue until one starts[/yellow]")
     deadline = time.monotonic() + timeout if timeout else float("inf")
-    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"), TimeElapsedColumn())
+    columns = (
+        TextColumn("embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=False) as bar:
         job = bar.add_task("chunks", total=None)
         while True:
@@ -107,7 +115,9 @@ def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:
     for problem in p.problems:
         if problem["status"] == "failed":
             err.print(f"[red]failed[/red] {problem['path']}: {problem['reason']}", highlight=False)
-    out.print(f"indexed {p.files_done} file(s), {p.chunks_done} chunk(s); failed {p.files_failed}", highlight=False)
+    out.print(
+        f"indexed {p.files_done} file(s), {p.chunks_done} chunk(s); failed {p.files_failed}", highlight=False
+    )
     return p.files_failed
 
 
@@ -194,8 +204,14 @@ def worker(
         from workers.tasks import app as celery_app
 
         get_runtime(settings)  # load the model and open the store before taking any task
-        argv = ["worker", "--pool=solo", f"--queues={QUEUE}", f"--loglevel={settings.log_level}",
-                "--without-gossip", "--without-mingle"]
+        argv = [
+            "worker",
+            "--pool=solo",
+            f"--queues={QUEUE}",
+            f"--loglevel={settings.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         if name:
             argv.append(f"--hostname={name}@%h")
         celery_app.worker_main(argv)
@@ -205,7 +221,9 @@ def worker(
 
 @app.command()
 def up(
-    workers: Annotated[int, typer.Option("--workers", "-w", envvar="DROPVEC_WORKERS", help="Worker processes")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", envvar="DROPVEC_WORKERS", help="Worker processes")
+    ] = 1,
     inbox: Annotated[Path | None, typer.Option(help="Folder to watch (default: DROPVEC_INBOX)")] = None,
 ) -> None:
     """The whole local stack: Redis, Milvus, workers, and a watched inbox. Ctrl-C stops it all."""

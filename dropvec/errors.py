@@ -1,11 +1,11 @@
 """dropvec's exceptions.
 
-    DropvecError
-    ├── InputFileError        a file the user gave us cannot be indexed (their problem; one line)
-    │   ├── SkippedFile       nothing to do: unsupported type, no text, unchanged
-    │   └── UnreadableFile    the file is broken: corrupt, undecodable, unreadable
-    ├── ServiceUnavailable    Redis or Milvus cannot be reached (ours; retried)
-    └── ConfigError           a setting is invalid or contradicts the store
+DropvecError
+├── InputFileError        a file the user gave us cannot be indexed (their problem; one line)
+│   ├── SkippedFile       nothing to do: unsupported type, no text, unchanged
+│   └── UnreadableFile    the file is broken: corrupt, undecodable, unreadable
+├── ServiceUnavailable    Redis or Milvus cannot be reached (ours; retried)
+└── ConfigError           a setting is invalid or contradicts the store
 """
 
 from __future__ import annotations

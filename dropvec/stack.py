@@ -41,7 +41,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -78,12 +80,18 @@ class Service:
             pass
 
 
-def _spawn(name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
         )
 
 
@@ -112,9 +120,23 @@ def start_redis(settings: Settings, data_dir: Path) -> Service | None:
     folder = data_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     args = [
-        str(get_binary_path()), "--port", str(port), "--bind", host, "--dir", str(folder),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1",
-        "--protected-mode", "no", "--daemonize", "no",
+        str(get_binary_path()),
+        "--port",
+        str(port),
+        "--bind",
+        host,
+        "--dir",
+        str(folder),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "60 1",
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
     ]
     password = urlsplit(settings.redis_url).password
     if password:
@@ -145,20 +167,36 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
     if kind == "standalone":
         etcd_port = free_port()
         args = [
-            _script("milvus-server"), "--data", str(folder), "--proxy-port", str(port),
-            "--etcd-port", str(etcd_port),
+            _script("milvus-server"),
+            "--data",
+            str(folder),
+            "--proxy-port",
+            str(port),
+            "--etcd-port",
+            str(etcd_port),
         ]
         env = {**os.environ, "ETCD_CONFIG_PATH": str(_embedded_etcd_config(folder, etcd_port))}
         stop_signal = signal.SIGINT  # milvus-server stops its child on SIGINT
     else:
-        args = [_script("milvus-lite"), "server", "--data-dir", str(folder), "--host", host, "--port", str(port)]
+        args = [
+            _script("milvus-lite"),
+            "server",
+            "--data-dir",
+            str(folder),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
         stop_signal = signal.SIGTERM
     log_path = folder / "server.log"
     proc = _spawn(f"milvus-{kind}", args, log_path, env)
     from pymilvus import MilvusClient
 
     def ready() -> bool:
-        client = MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token.get_secret_value(), timeout=2)
+        client = MilvusClient(
+            uri=settings.milvus_uri, token=settings.milvus_token.get_secret_value(), timeout=2
+        )
         try:
             client.list_collections()
             return True
@@ -190,7 +228,11 @@ def _embedded_etcd_config(folder: Path, client_port: int) -> Path:
 
 def start_workers(settings: Settings, count: int, log_dir: Path) -> list[Service]:
     """``count`` worker processes of this installation, sharing the cores between them."""
-    env = {**os.environ, **settings.to_env(), "DROPVEC_TORCH_THREADS": str(settings.threads_per_process(count))}
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "DROPVEC_TORCH_THREADS": str(settings.threads_per_process(count)),
+    }
     services = []
     for i in range(count):
         log_path = log_dir / f"worker-{i}.log"

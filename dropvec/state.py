@@ -93,7 +93,7 @@ class StateStore:
         pipe = self.r.pipeline()
         for doc_id in ids:
             pipe.hgetall(self.file_key(doc_id))
-        return [{"doc_id": d, **h} for d, h in zip(ids, pipe.execute()) if h]
+        return [{"doc_id": d, **h} for d, h in zip(ids, pipe.execute(), strict=True) if h]
 
     # runs
     def start_run(self, run_id: str) -> None:
@@ -129,9 +129,7 @@ class StateStore:
         pipe.hincrby(self.run_key(run_id), "chunks_total", chunks)
         pipe.execute()
 
-    def file_ended_early(
-        self, run_id: str, doc_id: str, *, path: str, status: Status, reason: str
-    ) -> None:
+    def file_ended_early(self, run_id: str, doc_id: str, *, path: str, status: Status, reason: str) -> None:
         """A file that never reached the queue: skipped or failed in the producer."""
         self.set_file(doc_id, path=path, status=status, reason=reason, run_id=run_id)
         self._count_problem(run_id, path, status, reason, new_file=True)

@@ -54,8 +54,6 @@ def chunk_id(doc_id: str, index: int, content_hash: str) -> str:
     return sha256_hex(f"{doc_id}:{index}:{content_hash}")[:32]
 
 
-
-
 def chunk_sections(
     sections: Iterable[Section],
     *,
@@ -109,7 +107,11 @@ def embedded_text(chunk: Chunk, doc_id: str = "") -> str:
 
 
 def _fit(
-    text: str, metadata: dict[str, str | int | float], embed_keys: tuple[str, ...], tokens: Tokens, budget: int
+    text: str,
+    metadata: dict[str, str | int | float],
+    embed_keys: tuple[str, ...],
+    tokens: Tokens,
+    budget: int,
 ) -> list[str]:
     """Guarantee the window on the real embedded string; re-cut at token boundaries if needed.
 

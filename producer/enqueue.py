@@ -78,7 +78,9 @@ class IngestReport:
 class Producer:
     """Reads, chunks and enqueues files. One instance per process; safe to reuse across runs."""
 
-    def __init__(self, settings: Settings, app: Celery, state: StateStore, window: TokenWindow | None = None) -> None:
+    def __init__(
+        self, settings: Settings, app: Celery, state: StateStore, window: TokenWindow | None = None
+    ) -> None:
         self.settings = settings
         self.app = app
         self.state = state
@@ -102,7 +104,12 @@ class Producer:
             return FileOutcome(str(path), status, exc.reason)
         chunks = sum(len(t.chunks) for t in tasks)
         self.state.file_queued(
-            run_id, doc_id, path=str(path), sha256=sha, chunks=chunks, tasks=len(tasks),
+            run_id,
+            doc_id,
+            path=str(path),
+            sha256=sha,
+            chunks=chunks,
+            tasks=len(tasks),
             model=self.settings.embed_model,
         )
         with self.app.producer_or_acquire() as publisher:
@@ -146,8 +153,12 @@ class Producer:
         batches = [chunks[i : i + n] for i in range(0, len(chunks), n)]
         tasks = [
             EmbedTask(
-                run_id=run_id, doc_id=doc_id, file_path=str(path),
-                task_index=i, task_count=len(batches), chunks=batch,
+                run_id=run_id,
+                doc_id=doc_id,
+                file_path=str(path),
+                task_index=i,
+                task_count=len(batches),
+                chunks=batch,
             )
             for i, batch in enumerate(batches)
         ]

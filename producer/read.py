@@ -79,6 +79,13 @@ def decode_text(data: bytes, path: Path) -> str:
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
+    if best is not None and best.coherence > 0:
+        return str(best)
+    # No language recognised: Windows-1252, the usual legacy encoding of Western text, if it fits.
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        pass
     if best is None:
         raise UnreadableFile(path, "not valid text in any known encoding")
     return str(best)

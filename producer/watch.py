@@ -35,7 +35,9 @@ def watch_folder(
     ``settle_seconds``; a copy in progress is therefore read once, whole.
     """
     pending: dict[Path, tuple[tuple[int, int] | None, float]] = {}
-    for changes in watch(folder, stop_event=stop, yield_on_timeout=True, rust_timeout=200, step=50, debounce=400):
+    for changes in watch(
+        folder, stop_event=stop, yield_on_timeout=True, rust_timeout=200, step=50, debounce=400
+    ):
         now = time.monotonic()
         for change, raw in changes:
             path = Path(raw)

@@ -42,7 +42,7 @@ class WorkerRuntime:
         for start in range(0, len(nodes), size):
             batch = nodes[start : start + size]
             texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in batch]
-            for node, vector in zip(batch, self.embedder.get_text_embedding_batch(texts)):
+            for node, vector in zip(batch, self.embedder.get_text_embedding_batch(texts), strict=True):
                 node.embedding = vector
             pending.append(self.loop.submit(self.writer.write(batch)))
         written = sum(f.result(WRITE_TIMEOUT_SECONDS) for f in pending)

@@ -1,0 +1,214 @@
+"""Core pipeline benchmark: model ceiling vs dropvec end to end, and sync vs async Milvus calls.
+
+    .venv/bin/python -m bench.core [--files F ...] [--json]
+
+Starts its own Valkey and Milvus (the embedded default) on free ports under a temporary folder.
+Prints figures; asserts nothing. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SEED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "seed"
+
+
+def chunk_texts(settings: Any, files: list[Path]) -> list[str]:
+    from producer.chunk import chunk_sections, doc_id_for, embedded_text
+    from producer.read import read_sections
+    from producer.tokens import load_window
+
+    window = load_window(settings.embed_model_path)
+    texts = []
+    for f in files:
+        chunks = chunk_sections(
+            read_sections(f),
+            doc_id=doc_id_for(str(f)),
+            file_metadata={"file_name": f.name},
+            tokens=window,
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+            embed_keys=settings.embed_metadata_keys,
+        )
+        texts += [embedded_text(c) for c in chunks]
+    return texts
+
+
+def model_ceiling(settings: Any, texts: list[str]) -> float:
+    """The backend's own encode of the same chunks, no queue and no storage: chunks/s."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(settings.threads_per_process(1))
+    model = SentenceTransformer(settings.embed_model_path, device=settings.resolved_device())
+    model.encode(texts[:16], batch_size=settings.embed_batch_size)
+    start = time.perf_counter()
+    model.encode(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def end_to_end(settings: Any, files: list[Path], workers: int, root: Path) -> tuple[int, float]:
+    """Enqueue ``files`` and wait until every chunk is written, with ``workers`` warm processes."""
+    from dropvec.cli import _live_workers, _producer
+    from dropvec.stack import start_workers
+
+    services = start_workers(settings, workers, root / "logs")
+    try:
+        deadline = time.monotonic() + 300
+        while len(_live_workers(settings)) < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("workers did not start; see " + str(root / "logs"))
+            time.sleep(0.5)
+        producer = _producer(settings)
+        start = time.perf_counter()
+        report = producer.ingest(files, force=True)
+        while not producer.state.progress(report.run_id).finished:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        return report.chunks, elapsed
+    finally:
+        for s in services:
+            s.stop()
+
+
+def milvus_table(settings: Any, sizes: tuple[int, ...] = (10, 100, 1000)) -> list[dict[str, Any]]:
+    """The LlamaIndex Milvus async tutorial's comparison: N single-node adds and N searches,
+    one after another (sync) or all at once on the event loop (async)."""
+    from llama_index.core.schema import TextNode
+    from llama_index.core.vector_stores import VectorStoreQuery
+    from llama_index.vector_stores.milvus import MilvusVectorStore
+
+    dim = 384
+    rows = []
+
+    def node() -> TextNode:
+        return TextNode(text="random text " * 8, embedding=[random.random() for _ in range(dim)])
+
+    def query() -> VectorStoreQuery:
+        return VectorStoreQuery(query_embedding=[random.random() for _ in range(dim)], similarity_top_k=3)
+
+    async def run() -> None:
+        store = MilvusVectorStore(
+            uri=settings.milvus_uri,
+            collection_name="bench_async_table",
+            dim=dim,
+            overwrite=True,
+            similarity_metric="COSINE",
+            consistency_level=settings.consistency_level,
+        )
+        for n in sizes:
+            t = time.perf_counter()
+            for _ in range(n):
+                store.add([node()])
+            sync_add = time.perf_counter() - t
+            t = time.perf_counter()
+            await asyncio.gather(*(store.async_add([node()]) for _ in range(n)))
+            async_add = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(n):
+                store.query(query())
+            sync_search = time.perf_counter() - t
+            t = time.perf_counter()
+            await asyncio.gather(*(store.aquery(query()) for _ in range(n)))
+            async_search = time.perf_counter() - t
+            rows.append(
+                {
+                    "n": n,
+                    "sync_add_s": sync_add,
+                    "async_add_s": async_add,
+                    "sync_search_s": sync_search,
+                    "async_search_s": async_search,
+                }
+            )
+        store.client.drop_collection("bench_async_table")
+
+    asyncio.run(run())
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", nargs="*", type=Path, default=[SEED / "paul_graham_essay.txt"])
+    parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    args = parser.parse_args()
+
+    from config.settings import Settings
+    from dropvec.stack import free_port, start_milvus, start_redis
+
+    root = Path(tempfile.mkdtemp(prefix="dropvec-bench-"))
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        milvus_uri=f"http://127.0.0.1:{free_port()}",
+        collection="bench",
+        data_dir=root / "data",
+        log_level="WARNING",
+    )
+    settings.prepare_environment()
+    files = [f.absolute() for f in args.files]
+    texts = chunk_texts(settings, files)
+    services = [
+        s for s in (start_redis(settings, settings.data_dir), start_milvus(settings, settings.data_dir)) if s
+    ]
+    rows: list[dict[str, Any]] = []
+    try:
+        ceiling = model_ceiling(settings, texts)
+        rows.append(
+            {
+                "system": "model ceiling (sentence-transformers encode)",
+                "chunks": len(texts),
+                "seconds": len(texts) / ceiling,
+                "chunks_per_s": ceiling,
+            }
+        )
+        chunks, seconds = end_to_end(settings, files, 1, root)
+        rows.append(
+            {
+                "system": "dropvec end to end, 1 worker process",
+                "chunks": chunks,
+                "seconds": seconds,
+                "chunks_per_s": chunks / seconds,
+                "ratio_to_ceiling": chunks / seconds / ceiling,
+            }
+        )
+        table = milvus_table(settings)
+    finally:
+        for s in reversed(services):
+            s.stop()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        for row in table:
+            print(json.dumps({"system": "milvus sync vs async", **row}))
+        return
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, files: {[f.name for f in files]}"
+    )
+    print(f"{'system':48} {'chunks':>7} {'seconds':>8} {'chunks/s':>9} {'vs ceiling':>10}")
+    for row in rows:
+        ratio = f"{row['ratio_to_ceiling']:.0%}" if "ratio_to_ceiling" in row else ""
+        figures = f"{row['chunks']:7d} {row['seconds']:8.2f} {row['chunks_per_s']:9.1f} {ratio:>10}"
+        print(f"{row['system']:48} {figures}")
+    print(f"\nMilvus ({settings.embedded_milvus}), seconds for N calls,")
+    print("sync (one after another) vs async (all gathered on one event loop):")
+    print(f"{'N':>6} {'add sync':>9} {'add async':>10} {'search sync':>12} {'search async':>13}")
+    for r in table:
+        print(
+            f"{r['n']:6d} {r['sync_add_s']:9.3f} {r['async_add_s']:10.3f} "
+            f"{r['sync_search_s']:12.3f} {r['async_search_s']:13.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Chunking: measured in the model's own tokens, never over the window, deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings
+from producer.chunk import Section, chunk_id, chunk_sections, doc_id_for, embedded_text
+from producer.tokens import TokenWindow, load_window
+
+SEED = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "seed"
+ESSAY = SEED / "paul_graham_essay.txt"
+
+
+@pytest.fixture(scope="module")
+def window() -> TokenWindow:
+    return load_window(Settings().embed_model_path)
+
+
+def test_bundled_model_window_is_its_max_seq_length_less_special_tokens(window: TokenWindow) -> None:
+    # all-MiniLM-L6-v2: max_seq_length 256, [CLS] and [SEP] added to every input
+    assert window.budget == 254
+
+
+@pytest.mark.parametrize("chunk_size", [0, 128, 10_000])
+def test_no_chunk_exceeds_the_window_whatever_the_chunk_size(window: TokenWindow, chunk_size: int) -> None:
+    text = ESSAY.read_text()
+    chunks = chunk_sections(
+        [Section(text)],
+        doc_id="d",
+        file_metadata={"file_name": "essay.txt"},
+        tokens=window,
+        chunk_size=chunk_size,
+        embed_keys=("file_name",),
+    )
+    assert len(chunks) > 10
+    assert max(window.count(embedded_text(c)) for c in chunks) <= window.budget
+    assert all(c.text.strip() for c in chunks)
+
+
+def test_embedded_metadata_is_counted_against_the_window(window: TokenWindow) -> None:
+    text = ESSAY.read_text()
+    chunks = chunk_sections(
+        [Section(text)],
+        doc_id="d",
+        file_metadata={"file_name": "essay.txt"},
+        tokens=window,
+        chunk_size=0,
+        embed_keys=("file_name",),
+    )
+    assert chunks[0].embed_keys == ("file_name",)
+    assert embedded_text(chunks[0]).startswith("file_name: essay.txt")
+    # the fullest chunk uses the window, metadata included, and stays within it
+    assert window.budget - 20 <= max(window.count(embedded_text(c)) for c in chunks) <= window.budget
+
+
+def test_long_metadata_is_not_embedded_rather_than_shrinking_chunks(window: TokenWindow) -> None:
+    # Given a file name that alone would take most of the window
+    name = "very " * 150 + "long.txt"
+    text = ESSAY.read_text()[:20_000]
+    # When it is chunked with the file name asked for in the embedding
+    chunks = chunk_sections(
+        [Section(text)],
+        doc_id="d",
+        file_metadata={"file_name": name},
+        tokens=window,
+        chunk_size=0,
+        embed_keys=("file_name",),
+    )
+    # Then the name is kept as metadata but not embedded, and chunks keep their full size
+    assert all(c.embed_keys == () for c in chunks)
+    assert all(c.metadata["file_name"] == name for c in chunks)
+    assert max(window.count(c.text) for c in chunks) > window.budget - 20
+
+
+def test_a_text_with_no_sentence_boundaries_is_cut_to_fit(window: TokenWindow) -> None:
+    text = "x" * 20_000 + " " + "y" * 5_000
+    chunks = chunk_sections([Section(text)], doc_id="d", file_metadata={}, tokens=window)
+    assert chunks
+    assert max(window.count(embedded_text(c)) for c in chunks) <= window.budget
+
+
+def test_chunk_ids_are_deterministic_and_depend_on_file_position_and_content(window: TokenWindow) -> None:
+    text = ESSAY.read_text()[:10_000]
+    a = chunk_sections([Section(text)], doc_id=doc_id_for("/a"), file_metadata={}, tokens=window)
+    b = chunk_sections([Section(text)], doc_id=doc_id_for("/a"), file_metadata={}, tokens=window)
+    c = chunk_sections([Section(text)], doc_id=doc_id_for("/b"), file_metadata={}, tokens=window)
+    assert [x.id for x in a] == [x.id for x in b]
+    assert not {x.id for x in a} & {x.id for x in c}
+    assert len({x.id for x in a}) == len(a)
+    assert chunk_id("d", 0, "h1") != chunk_id("d", 1, "h1") != chunk_id("d", 1, "h2")
+
+
+def test_chunks_carry_position_hash_and_section_metadata(window: TokenWindow) -> None:
+    sections = [
+        Section("Page one text. " * 20, {"page_label": "1"}),
+        Section("   "),
+        Section("Two. " * 20, {"page_label": "2"}),
+    ]
+    chunks = chunk_sections(sections, doc_id="d", file_metadata={"file_path": "/f.pdf"}, tokens=window)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert [c.metadata["chunk_index"] for c in chunks] == list(range(len(chunks)))
+    assert {c.metadata["page_label"] for c in chunks} == {"1", "2"}
+    assert all(
+        len(str(c.metadata["content_hash"])) == 64 and c.metadata["file_path"] == "/f.pdf" for c in chunks
+    )

@@ -1,0 +1,44 @@
+"""The task contract: JSON round trip, and the node the worker builds from it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from llama_index.core.schema import MetadataMode
+from pydantic import ValidationError
+
+from config.messages import Chunk, EmbedTask, to_node
+
+
+def _task() -> EmbedTask:
+    chunk = Chunk(
+        id="c1",
+        index=0,
+        text="hello world",
+        embed_keys=("file_name",),
+        metadata={"file_name": "a.txt", "file_path": "/in/a.txt", "chunk_index": 0},
+    )
+    return EmbedTask(
+        run_id="r", doc_id="d", file_path="/in/a.txt", task_index=0, task_count=1, chunks=[chunk]
+    )
+
+
+def test_a_task_survives_a_json_round_trip() -> None:
+    task = _task()
+    assert EmbedTask.model_validate(json.loads(json.dumps(task.model_dump(mode="json")))) == task
+
+
+def test_unknown_versions_and_empty_tasks_are_refused() -> None:
+    data = _task().model_dump(mode="json")
+    with pytest.raises(ValidationError):
+        EmbedTask.model_validate({**data, "version": 2})
+    with pytest.raises(ValidationError):
+        EmbedTask.model_validate({**data, "chunks": []})
+
+
+def test_the_node_embeds_only_the_chosen_metadata_and_points_at_its_file() -> None:
+    node = to_node(_task().chunks[0], "d")
+    assert node.node_id == "c1"
+    assert node.ref_doc_id == "d"
+    assert node.get_content(metadata_mode=MetadataMode.EMBED) == "file_name: a.txt\n\nhello world"

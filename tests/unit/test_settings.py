@@ -1,0 +1,50 @@
+"""Settings: environment names scripts rely on, the bundled model, secrets kept out of output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config.settings import BUNDLED_MODEL, Settings, redact_url
+
+
+def test_documented_environment_names_set_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "DROPVEC_REDIS_URL": "redis://h:1/2",
+        "DROPVEC_MILVUS_URI": "http://m:3",
+        "DROPVEC_MILVUS_TOKEN": "root:Milvus",
+        "DROPVEC_COLLECTION": "c",
+        "DROPVEC_EMBED_MODEL": "sentence-transformers/all-MiniLM-L6-v2",
+        "DROPVEC_INBOX": "/in",
+        "DROPVEC_DATA_DIR": "/data",
+        "DROPVEC_CHUNKS_PER_TASK": "7",
+        "DROPVEC_EMBED_METADATA_KEYS": '["file_name"]',
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert (s.redis_url, s.milvus_uri, s.collection) == ("redis://h:1/2", "http://m:3", "c")
+    assert s.milvus_token.get_secret_value() == "root:Milvus"
+    assert (s.inbox, s.data_dir, s.chunks_per_task) == (Path("/in"), Path("/data"), 7)
+    assert s.embed_model_path == "sentence-transformers/all-MiniLM-L6-v2"
+    assert s.embed_metadata_keys == ("file_name",)
+    assert Settings(**{}).to_env()["DROPVEC_CHUNKS_PER_TASK"] == "7"
+
+
+def test_default_model_is_the_bundled_minilm_on_disk() -> None:
+    s = Settings()
+    assert s.embed_model == BUNDLED_MODEL
+    assert (Path(s.embed_model_path) / "model.safetensors").exists()
+    assert s.model_is_local
+
+
+def test_a_local_model_folder_is_used_as_a_path(tmp_path: Path) -> None:
+    assert Settings(embed_model=str(tmp_path)).embed_model_path == str(tmp_path.resolve())
+
+
+def test_secrets_are_masked_in_printable_settings() -> None:
+    s = Settings(redis_url="redis://user:hunter2@h:6379/0", milvus_token="root:secret")
+    shown = str(s.public_dict())
+    assert "hunter2" not in shown and "secret" not in shown
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
