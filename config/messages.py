@@ -38,8 +38,7 @@ class EmbedTask(BaseModel):
     run_id: str = Field(description="The ingest run this task belongs to (progress, failures)")
     doc_id: str = Field(description="Identity of the source file")
     file_path: str
-    task_index: int = Field(ge=0)
-    task_count: int = Field(ge=1, description="Tasks the file was split into")
+    task_index: int = Field(ge=0, description="Position of this task among its file's tasks")
     chunks: list[Chunk] = Field(min_length=1)
 
 

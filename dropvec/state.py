@@ -2,8 +2,9 @@
 
 Keys (all under ``config.settings.KEY_PREFIX``):
 
-    {p}:file:{doc_id}          hash   path, status, reason, sha256, chunks_total, chunks_done,
-                                      task_count, run_id, updated_at
+    {p}:file:{doc_id}          hash   path, status, reason, sha256, model, chunks_total,
+                                      chunks_done, task_count (0 until the last task is sent),
+                                      run_id, updated_at
     {p}:files                  set    every doc_id ever seen
     {p}:done:{run_id}:{doc_id} set    task indices already counted (makes redelivery idempotent)
     {p}:run:{run_id}           hash   files, chunks_total, chunks_done, files_done, files_failed,
@@ -28,20 +29,37 @@ Status = Literal["queued", "indexing", "indexed", "skipped", "failed"]
 #: How long run bookkeeping outlives its last update.
 RUN_TTL_SECONDS = 7 * 24 * 3600
 
-_TASK_DONE = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('HINCRBY', KEYS[3], 'chunks_done', ARGV[2])
-if redis.call('HGET', KEYS[2], 'run_id') ~= ARGV[5] then return 1 end
-redis.call('HINCRBY', KEYS[2], 'chunks_done', ARGV[2])
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[2], 'status', 'indexed', 'updated_at', ARGV[4], 'reason', '')
+# A file is indexed once every one of its tasks is counted and its task count is known (the
+# producer sets it after the last task is sent: tasks leave while the file is still being split).
+_MAYBE_INDEXED = """
+local tasks = tonumber(redis.call('HGET', KEYS[2], 'task_count') or '0')
+if tasks > 0 and redis.call('SCARD', KEYS[1]) >= tasks
+   and redis.call('HGET', KEYS[2], 'status') ~= 'indexed' then
+  redis.call('HSET', KEYS[2], 'status', 'indexed', 'updated_at', ARGV[1], 'reason', '')
   redis.call('HINCRBY', KEYS[3], 'files_done', 1)
-else
-  redis.call('HSET', KEYS[2], 'status', 'indexing', 'updated_at', ARGV[4])
 end
-return 1
 """
+
+# KEYS: done set, file hash, run hash. ARGV: now, run_id, task_index, chunks, ttl
+_TASK_DONE = (
+    """
+if redis.call('SADD', KEYS[1], ARGV[3]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HINCRBY', KEYS[3], 'chunks_done', ARGV[4])
+if redis.call('HGET', KEYS[2], 'run_id') ~= ARGV[2] then return 1 end
+redis.call('HINCRBY', KEYS[2], 'chunks_done', ARGV[4])
+if redis.call('HGET', KEYS[2], 'status') == 'queued' then
+  redis.call('HSET', KEYS[2], 'status', 'indexing', 'updated_at', ARGV[1])
+end
+"""
+    + _MAYBE_INDEXED
+    + "return 1"
+)
+
+# KEYS: done set, file hash, run hash. ARGV: now, tasks, chunks
+_FILE_ENQUEUED = (
+    "redis.call('HSET', KEYS[2], 'task_count', ARGV[2], 'chunks_total', ARGV[3])" + _MAYBE_INDEXED
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,7 @@ class StateStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
         self._task_done = client.register_script(_TASK_DONE)
+        self._file_enqueued = client.register_script(_FILE_ENQUEUED)
 
     @classmethod
     def from_url(cls, url: str) -> StateStore:
@@ -103,10 +122,11 @@ class StateStore:
         pipe.expire(key, RUN_TTL_SECONDS)
         pipe.execute()
 
-    def file_queued(
-        self, run_id: str, doc_id: str, *, path: str, sha256: str, chunks: int, tasks: int, model: str
-    ) -> None:
-        """Record a file about to be enqueued; must happen before its tasks are sent."""
+    def _file_keys(self, run_id: str, doc_id: str) -> list[str]:
+        return [f"{KEY_PREFIX}:done:{run_id}:{doc_id}", self.file_key(doc_id), self.run_key(run_id)]
+
+    def file_started(self, run_id: str, doc_id: str, *, path: str, sha256: str, model: str) -> None:
+        """A file's first task is about to be sent; its task count is not known yet."""
         pipe = self.r.pipeline()
         pipe.delete(f"{KEY_PREFIX}:done:{run_id}:{doc_id}")
         pipe.hset(
@@ -117,29 +137,33 @@ class StateStore:
                 "reason": "",
                 "sha256": sha256,
                 "model": model,
-                "chunks_total": chunks,
+                "chunks_total": 0,
                 "chunks_done": 0,
-                "task_count": tasks,
+                "task_count": 0,
                 "run_id": run_id,
                 "updated_at": f"{time.time():.3f}",
             },
         )
         pipe.sadd(f"{KEY_PREFIX}:files", doc_id)
         pipe.hincrby(self.run_key(run_id), "files", 1)
-        pipe.hincrby(self.run_key(run_id), "chunks_total", chunks)
         pipe.execute()
 
-    def file_ended_early(self, run_id: str, doc_id: str, *, path: str, status: Status, reason: str) -> None:
-        """A file that never reached the queue: skipped or failed in the producer."""
-        self.set_file(doc_id, path=path, status=status, reason=reason, run_id=run_id)
-        self._count_problem(run_id, path, status, reason, new_file=True)
+    def file_enqueued(self, run_id: str, doc_id: str, *, chunks: int, tasks: int) -> None:
+        """Every task of the file is sent: record how many, and mark it indexed if all are done."""
+        self.r.hincrby(self.run_key(run_id), "chunks_total", chunks)
+        self._file_enqueued(keys=self._file_keys(run_id, doc_id), args=[f"{time.time():.3f}", tasks, chunks])
 
-    def task_done(self, run_id: str, doc_id: str, task_index: int, chunks: int, task_count: int) -> bool:
+    def file_ended_early(
+        self, run_id: str, doc_id: str, *, path: str, status: Status, reason: str, started: bool = False
+    ) -> None:
+        """A file skipped or failed in the producer (``started``: after some of its tasks were sent)."""
+        self.set_file(doc_id, path=path, status=status, reason=reason, run_id=run_id)
+        self._count_problem(run_id, path, status, reason, new_file=not started)
+
+    def task_done(self, run_id: str, doc_id: str, task_index: int, chunks: int) -> bool:
         """Count a written task once, however often it is delivered. True if counted now."""
-        done_key = f"{KEY_PREFIX}:done:{run_id}:{doc_id}"
-        args = [task_index, chunks, task_count, f"{time.time():.3f}", run_id, RUN_TTL_SECONDS]
-        keys = [done_key, self.file_key(doc_id), self.run_key(run_id)]
-        return bool(self._task_done(keys=keys, args=args))
+        args = [f"{time.time():.3f}", run_id, task_index, chunks, RUN_TTL_SECONDS]
+        return bool(self._task_done(keys=self._file_keys(run_id, doc_id), args=args))
 
     def task_failed(self, run_id: str, doc_id: str, path: str, reason: str) -> None:
         """A task gave up: its file is failed (counted once per file and run)."""

@@ -8,7 +8,7 @@ No service is touched here; ids are deterministic functions of the file and the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +19,8 @@ from config.messages import Chunk, to_node
 
 #: Embedded metadata may take at most this share of the window; past it, it is not embedded.
 MAX_METADATA_SHARE = 8
+#: Long sections are split in blocks of about this many characters, cut at blank lines.
+BLOCK_CHARS = 8_000
 
 
 class Tokens(Protocol):
@@ -64,7 +66,34 @@ def chunk_sections(
     chunk_overlap: int = 16,
     embed_keys: tuple[str, ...] = (),
 ) -> list[Chunk]:
-    """Split ``sections`` into chunks none of which exceeds the model's window.
+    """All chunks of ``sections``; see :func:`iter_chunks`."""
+    return list(
+        iter_chunks(
+            sections,
+            doc_id=doc_id,
+            file_metadata=file_metadata,
+            tokens=tokens,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            embed_keys=embed_keys,
+        )
+    )
+
+
+def iter_chunks(
+    sections: Iterable[Section],
+    *,
+    doc_id: str,
+    file_metadata: dict[str, str | int | float],
+    tokens: Tokens,
+    chunk_size: int = 0,
+    chunk_overlap: int = 16,
+    embed_keys: tuple[str, ...] = (),
+) -> Iterator[Chunk]:
+    """Split ``sections`` into chunks none of which exceeds the model's window, lazily.
+
+    Long sections are first cut into blocks at paragraph breaks, so that the first chunks of a
+    long file are ready (and can be embedded) before the rest is split.
 
     ``chunk_size`` 0 means the whole window. File metadata named in ``embed_keys`` is embedded
     with the text and counted against the window; if it would take more than 1/MAX_METADATA_SHARE
@@ -80,25 +109,41 @@ def chunk_sections(
     overlap = min(chunk_overlap, text_size // 4)
     splitter = SentenceSplitter(chunk_size=text_size, chunk_overlap=overlap, tokenizer=tokens.encode)
 
-    chunks: list[Chunk] = []
+    index = 0
     for section in sections:
-        if not section.text.strip():
-            continue
         metadata = {**section.metadata, **file_metadata}
-        for piece in splitter.split_text(section.text):
-            for text in _fit(piece, metadata, embed_keys, tokens, budget):
-                index = len(chunks)
-                content_hash = sha256_hex(text)
-                chunks.append(
-                    Chunk(
+        for block in paragraph_blocks(section.text):
+            for piece in splitter.split_text(block):
+                for text in _fit(piece, metadata, embed_keys, tokens, budget):
+                    content_hash = sha256_hex(text)
+                    yield Chunk(
                         id=chunk_id(doc_id, index, content_hash),
                         index=index,
                         text=text,
                         metadata={**metadata, "chunk_index": index, "content_hash": content_hash},
                         embed_keys=embed_keys,
                     )
-                )
-    return chunks
+                    index += 1
+
+
+def paragraph_blocks(text: str, max_chars: int = BLOCK_CHARS) -> Iterator[str]:
+    """``text`` in blocks of about ``max_chars``, cut only at blank lines; blank blocks dropped.
+
+    A paragraph longer than ``max_chars`` stays whole: the sentence splitter cuts it.
+    """
+    block: list[str] = []
+    size = 0
+    for paragraph in text.split("\n\n"):
+        if size and size + len(paragraph) > max_chars:
+            joined = "\n\n".join(block)
+            if joined.strip():
+                yield joined
+            block, size = [], 0
+        block.append(paragraph)
+        size += len(paragraph) + 2
+    joined = "\n\n".join(block)
+    if joined.strip():
+        yield joined
 
 
 def embedded_text(chunk: Chunk, doc_id: str = "") -> str:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from celery import Celery
 
-from config.messages import EMBED_TASK, EmbedTask
+from config.messages import EMBED_TASK, Chunk, EmbedTask
 from config.settings import QUEUE, Settings
 from dropvec.errors import InputFileError, SkippedFile, UnreadableFile
 from dropvec.state import StateStore
-from producer.chunk import chunk_sections, doc_id_for
+from producer.chunk import Section, doc_id_for, iter_chunks
 from producer.read import read_sections
 from producer.tokens import TokenWindow, load_window
 
@@ -93,34 +93,53 @@ class Producer:
         return IngestReport(run_id, outcomes)
 
     def ingest_file(self, path: Path, run_id: str, *, force: bool = False) -> FileOutcome:
+        """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready."""
         path = path.absolute()
         doc_id = doc_id_for(str(path))
+        chunks = tasks = 0
         try:
-            tasks, sha = self._prepare(path, doc_id, run_id, force=force)
+            sections, sha = self._read(path, doc_id, force=force)
+            batches = _batched(
+                iter_chunks(
+                    sections,
+                    doc_id=doc_id,
+                    file_metadata={"file_path": str(path), "file_name": path.name},
+                    tokens=self.window,
+                    chunk_size=self.settings.chunk_size,
+                    chunk_overlap=self.settings.chunk_overlap,
+                    embed_keys=self.settings.embed_metadata_keys,
+                ),
+                self.settings.chunks_per_task,
+            )
+            with self.app.producer_or_acquire() as publisher:
+                for batch in batches:
+                    if tasks == 0:
+                        self.state.file_started(
+                            run_id, doc_id, path=str(path), sha256=sha, model=self.settings.embed_model
+                        )
+                    task = EmbedTask(
+                        run_id=run_id, doc_id=doc_id, file_path=str(path), task_index=tasks, chunks=batch
+                    )
+                    self.app.send_task(
+                        EMBED_TASK, args=[task.model_dump(mode="json")], queue=QUEUE, producer=publisher
+                    )
+                    chunks += len(batch)
+                    tasks += 1
+            if tasks == 0:
+                raise SkippedFile(path, "no text to index")
         except InputFileError as exc:
             status = "skipped" if isinstance(exc, SkippedFile) else "failed"
-            self.state.file_ended_early(run_id, doc_id, path=str(path), status=status, reason=exc.reason)
+            self.state.file_ended_early(
+                run_id, doc_id, path=str(path), status=status, reason=exc.reason, started=tasks > 0
+            )
             log.info("%s %s: %s", status, path, exc.reason)
             return FileOutcome(str(path), status, exc.reason)
-        chunks = sum(len(t.chunks) for t in tasks)
-        self.state.file_queued(
-            run_id,
-            doc_id,
-            path=str(path),
-            sha256=sha,
-            chunks=chunks,
-            tasks=len(tasks),
-            model=self.settings.embed_model,
-        )
-        with self.app.producer_or_acquire() as publisher:
-            for task in tasks:
-                self.app.send_task(
-                    EMBED_TASK, args=[task.model_dump(mode="json")], queue=QUEUE, producer=publisher
-                )
-        log.info("queued %s: %d chunks in %d tasks", path, chunks, len(tasks))
+        self.state.file_enqueued(run_id, doc_id, chunks=chunks, tasks=tasks)
+        log.info("queued %s: %d chunks in %d tasks", path, chunks, tasks)
         return FileOutcome(str(path), "queued", chunks=chunks)
 
-    def _prepare(self, path: Path, doc_id: str, run_id: str, *, force: bool) -> tuple[list[EmbedTask], str]:
+    def _read(self, path: Path, doc_id: str, *, force: bool) -> tuple[list[Section], str]:
+        """The file's sections and content hash; nothing is enqueued if this fails."""
         if not path.exists():
             raise SkippedFile(path, "no such file")
         if not path.is_file():
@@ -137,29 +156,15 @@ class Producer:
             and previous.get("status") in ("queued", "indexing", "indexed")
         ):
             raise SkippedFile(path, "unchanged since it was last ingested")
-        sections = read_sections(path)
-        chunks = chunk_sections(
-            sections,
-            doc_id=doc_id,
-            file_metadata={"file_path": str(path), "file_name": path.name},
-            tokens=self.window,
-            chunk_size=self.settings.chunk_size,
-            chunk_overlap=self.settings.chunk_overlap,
-            embed_keys=self.settings.embed_metadata_keys,
-        )
-        if not chunks:
-            raise SkippedFile(path, "no text to index")
-        n = self.settings.chunks_per_task
-        batches = [chunks[i : i + n] for i in range(0, len(chunks), n)]
-        tasks = [
-            EmbedTask(
-                run_id=run_id,
-                doc_id=doc_id,
-                file_path=str(path),
-                task_index=i,
-                task_count=len(batches),
-                chunks=batch,
-            )
-            for i, batch in enumerate(batches)
-        ]
-        return tasks, sha
+        return read_sections(path), sha
+
+
+def _batched(chunks: Iterator[Chunk], size: int) -> Iterator[list[Chunk]]:
+    batch: list[Chunk] = []
+    for chunk in chunks:
+        batch.append(chunk)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

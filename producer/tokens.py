@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer
+
 from dropvec.errors import ConfigError
 
 
@@ -19,26 +21,25 @@ class TokenWindow:
     """Counts tokens the way the model does and knows how many fit in one input.
 
     ``budget`` is the model's maximum sequence length less the special tokens
-    (``[CLS]``/``[SEP]``) that the model adds to every input.
+    (``[CLS]``/``[SEP]``) that the model adds to every input. ``tokenizer`` is the Rust
+    ``tokenizers.Tokenizer`` behind the model's fast tokenizer, with truncation and padding off.
     """
 
-    tokenizer: Any
+    tokenizer: Tokenizer
     budget: int
 
     def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False, verbose=False))
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def count(self, text: str) -> int:
-        return len(self.encode(text))
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def split_to_fit(self, text: str, max_tokens: int) -> list[str]:
         """Cut ``text`` at token boundaries into pieces of at most ``max_tokens`` tokens."""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        offsets = enc["offset_mapping"]
+        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
         pieces = []
         for start in range(0, len(offsets), max_tokens):
-            window = offsets[start : start + max_tokens]
-            begin = window[0][0]
+            begin = offsets[start][0]
             end = offsets[start + max_tokens][0] if start + max_tokens < len(offsets) else len(text)
             pieces.append(text[begin:end])
         return [p for p in pieces if p.strip()]
@@ -71,5 +72,10 @@ def load_window(model: str) -> TokenWindow:
         hf_config = _read_json(model, "config.json") or {}
         candidates = [tokenizer.model_max_length, hf_config.get("max_position_embeddings")]
         max_len = min(c for c in candidates if isinstance(c, int) and 0 < c < 1_000_000)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"embedding model {model!r} has no fast (Rust) tokenizer; dropvec needs one")
+    rust = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    rust.no_truncation()
+    rust.no_padding()
     specials = tokenizer.num_special_tokens_to_add(pair=False)
-    return TokenWindow(tokenizer=tokenizer, budget=int(max_len) - specials)
+    return TokenWindow(tokenizer=rust, budget=int(max_len) - specials)

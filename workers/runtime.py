@@ -46,7 +46,7 @@ class WorkerRuntime:
                 node.embedding = vector
             pending.append(self.loop.submit(self.writer.write(batch)))
         written = sum(f.result(WRITE_TIMEOUT_SECONDS) for f in pending)
-        self.state.task_done(task.run_id, task.doc_id, task.task_index, written, task.task_count)
+        self.state.task_done(task.run_id, task.doc_id, task.task_index, written)
         return written
 
     def close(self) -> None:
