@@ -35,13 +35,29 @@ def _settings() -> Settings:
     return settings
 
 
+def _is_outage(exc: BaseException) -> bool:
+    """Redis, the broker or Milvus failing: a one-line message, not a traceback."""
+    import redis
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, (redis.RedisError, OperationalError, ConnectionError)) or type(
+        exc
+    ).__module__.startswith("pymilvus")
+
+
 def _run(fn: Callable[[], T]) -> T:
-    """Run a command body; dropvec's own errors end it with one line, not a traceback."""
+    """Run a command body; dropvec's own errors and service outages end it with one line."""
     try:
         return fn()
     except DropvecError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
+    except Exception as exc:
+        if not _is_outage(exc):
+            raise
+        message = " ".join(str(exc).split())[:300]
+        err.print(f"[red]service unavailable:[/red] {type(exc).__name__}: {message}", highlight=False)
+        raise typer.Exit(3) from None
 
 
 def _producer(settings: Settings) -> Any:
@@ -52,14 +68,18 @@ def _producer(settings: Settings) -> Any:
     return Producer(settings, create_app(settings), StateStore.from_url(settings.redis_url))
 
 
-def _print_outcomes(report: Any) -> None:
+def _print_outcomes(report: Any, *, list_unchanged: bool = True) -> None:
+    """One line per skipped or failed file, then totals. ``list_unchanged``: also name each
+    file skipped as unchanged (``dropvec up`` only counts them: a restart would list every file)."""
+    from producer.enqueue import UNCHANGED
+
     for o in report.outcomes:
-        if o.status != "queued":
+        if o.status != "queued" and (list_unchanged or o.reason != UNCHANGED):
             colour = "yellow" if o.status == "skipped" else "red"
             err.print(f"[{colour}]{o.status}[/{colour}] {o.path}: {o.reason}", highlight=False)
     out.print(
         f"queued {report.count('queued')} file(s), {report.chunks} chunk(s); "
-        f"skipped {report.count('skipped')}, failed {report.count('failed')}",
+        f"skipped {report.count('skipped')} ({report.unchanged} unchanged), failed {report.count('failed')}",
         highlight=False,
     )
 
@@ -261,7 +281,7 @@ def _up(settings: Settings, worker_count: int) -> None:
 
         def ingest(paths: list[Path]) -> None:
             try:
-                _print_outcomes(producer.ingest(paths))
+                _print_outcomes(producer.ingest(paths), list_unchanged=False)
             except DropvecError as exc:
                 err.print(f"[red]error:[/red] {exc}", highlight=False)
 

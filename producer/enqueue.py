@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 #: Names that are never ingested: hidden files and the partial/lock files editors and copiers leave.
 IGNORED_PREFIXES = (".", "~$", ".~lock.")
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp", "~")
+#: Reason given for a file skipped because its content and model are those already indexed.
+UNCHANGED = "unchanged since it was last ingested"
 
 
 def is_ignored(path: Path) -> bool:
@@ -73,6 +75,10 @@ class IngestReport:
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def unchanged(self) -> int:
+        return sum(1 for o in self.outcomes if o.reason == UNCHANGED)
 
 
 class Producer:
@@ -141,7 +147,7 @@ class Producer:
     def _read(self, path: Path, doc_id: str, *, force: bool) -> tuple[list[Section], str]:
         """The file's sections and content hash; nothing is enqueued if this fails."""
         if not path.exists():
-            raise SkippedFile(path, "no such file")
+            raise UnreadableFile(path, "no such file")
         if not path.is_file():
             raise SkippedFile(path, "not a regular file")
         try:
@@ -155,7 +161,7 @@ class Producer:
             and previous.get("model") == self.settings.embed_model
             and previous.get("status") in ("queued", "indexing", "indexed")
         ):
-            raise SkippedFile(path, "unchanged since it was last ingested")
+            raise SkippedFile(path, UNCHANGED)
         return read_sections(path), sha
 
 

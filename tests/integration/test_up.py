@@ -1,0 +1,86 @@
+"""`dropvec up` as a new user runs it: one command brings up Redis, Milvus, a worker and the
+watched inbox; a file dropped in becomes searchable; Ctrl-C stops everything; data survives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dropvec.stack import free_port
+from dropvec.state import StateStore
+from producer.chunk import doc_id_for
+from tests.integration.conftest import SEED, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def start_up(cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dropvec", "up", "--workers", "1"], cwd=cwd, env=env,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    wait_for(lambda: "dropvec is up" in log.read_text() or proc.poll() is not None, 300, "dropvec up")
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def stop_up(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a user would; everything dropvec started must be gone afterwards."""
+    family = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def status(cwd: Path, env: dict[str, str]) -> dict:
+    result = subprocess.run([sys.executable, "-m", "dropvec", "status", "--json"], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_up_ingests_the_inbox_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
+    # Given a fresh folder and nothing listening on the configured ports
+    redis_url, milvus_uri = f"redis://127.0.0.1:{free_port()}/0", f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "DROPVEC_REDIS_URL": redis_url, "DROPVEC_MILVUS_URI": milvus_uri}
+    log = tmp_path / "up.log"
+    proc = start_up(tmp_path, env, log)
+    try:
+        # When the essay is copied into the inbox
+        inbox = tmp_path / "inbox"
+        assert inbox.is_dir()
+        shutil.copy(SEED / "paul_graham_essay.txt", inbox / "paul_graham_essay.txt")
+        # Then it is indexed and searchable
+        state = StateStore.from_url(redis_url)
+        doc = doc_id_for(str(inbox / "paul_graham_essay.txt"))
+        wait_for(lambda: state.get_file(doc).get("status") == "indexed", 300, "the essay to be indexed")
+        result = subprocess.run(
+            [sys.executable, "-m", "dropvec", "search", "What did the author work on before college?",
+             "-k", "3", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert any("writing and programming" in h["text"] for h in json.loads(result.stdout)), result.stdout
+        before = status(tmp_path, env)
+        assert before["entities"] == int(state.get_file(doc)["chunks_total"]) > 100
+        assert before["workers"] == 1
+    finally:
+        stop_up(proc)
+    assert "stopped." in log.read_text()
+    # And when it is started again, the data is still there and the unchanged essay is not re-embedded
+    proc = start_up(tmp_path, env, log)
+    try:
+        after = status(tmp_path, env)
+        assert after["entities"] == before["entities"]
+        assert StateStore.from_url(redis_url).get_file(doc)["status"] == "indexed"
+        assert "skipped 1" in log.read_text().split("dropvec is up")[-1]
+    finally:
+        stop_up(proc)
