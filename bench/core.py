@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.core [--files F ...] [--json]
 
-Starts its own Valkey and Milvus (the embedded default) on free ports under a temporary folder.
+Starts its own Valkey and worker on free ports under a temporary folder; uses the configured Milvus
+(DROPVEC_MILVUS_URI) when one answers there, else starts the embedded one on a free port.
 Prints figures; asserts nothing. Run it on an otherwise idle machine.
 """
 
@@ -144,16 +145,23 @@ def main() -> None:
     args = parser.parse_args()
 
     from config.settings import Settings
-    from dropvec.stack import free_port, start_milvus, start_redis
+    from dropvec.stack import free_port, is_reachable, start_milvus, start_redis
+    from workers.store import milvus_client
 
     root = Path(tempfile.mkdtemp(prefix="dropvec-bench-"))
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        milvus_uri=f"http://127.0.0.1:{free_port()}",
-        collection="bench",
-        data_dir=root / "data",
-        log_level="WARNING",
+    configured = Settings()
+    # Milvus: the configured one when it answers, else an embedded one. Redis and the worker are
+    # always private, so that no other dropvec worker takes the benchmark's tasks.
+    host_port = configured.milvus_host_port
+    own_milvus = host_port is None or not is_reachable(*host_port)
+    settings = configured.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "milvus_uri": f"http://127.0.0.1:{free_port()}" if own_milvus else configured.milvus_uri,
+            "collection": "dropvec_bench",
+            "data_dir": root / "data",
+            "log_level": "WARNING",
+        }
     )
     settings.prepare_environment()
     files = [f.absolute() for f in args.files]
@@ -183,6 +191,9 @@ def main() -> None:
             }
         )
         table = milvus_table(settings)
+        client = milvus_client(settings)
+        client.drop_collection(settings.collection)
+        client.close()
     finally:
         for s in reversed(services):
             s.stop()
@@ -200,7 +211,8 @@ def main() -> None:
         ratio = f"{row['ratio_to_ceiling']:.0%}" if "ratio_to_ceiling" in row else ""
         figures = f"{row['chunks']:7d} {row['seconds']:8.2f} {row['chunks_per_s']:9.1f} {ratio:>10}"
         print(f"{row['system']:48} {figures}")
-    print(f"\nMilvus ({settings.embedded_milvus}), seconds for N calls,")
+    milvus = f"embedded {settings.embedded_milvus}" if own_milvus else settings.milvus_uri
+    print(f"\nMilvus ({milvus}), seconds for N calls,")
     print("sync (one after another) vs async (all gathered on one event loop):")
     print(f"{'N':>6} {'add sync':>9} {'add async':>10} {'search sync':>12} {'search async':>13}")
     for r in table:

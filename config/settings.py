@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     metric: Literal["COSINE", "IP", "L2"] = "COSINE"
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
     index_type: str = Field("AUTOINDEX", description="Milvus index type for the vector field")
-    embedded_milvus: Literal["standalone", "lite"] = Field(
-        "standalone", description="Which embedded Milvus `dropvec up` starts when none is reachable"
+    embedded_milvus: Literal["lite", "standalone"] = Field(
+        "lite", description="Which embedded Milvus `dropvec up` starts when none is reachable"
     )
 
     # Embedding

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -260,16 +259,21 @@ def _up(settings: Settings, worker_count: int) -> None:
     data_dir = settings.data_dir.absolute()
     inbox = settings.inbox.absolute()
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # While starting, Ctrl-C or SIGTERM interrupts at once; once up, they end the watch loop.
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     services = []
     try:
         for start in (start_redis, start_milvus):
             service = start(settings, data_dir)
             if service is not None:
                 services.append(service)
-            if stop.is_set():
-                return
         services += start_workers(settings, worker_count, data_dir / "logs")
+        for sig in previous:
+            signal.signal(sig, lambda *_: stop.set())
         producer = _producer(settings)
         inbox.mkdir(parents=True, exist_ok=True)
         out.print(
@@ -287,6 +291,8 @@ def _up(settings: Settings, worker_count: int) -> None:
 
         ingest([inbox])
         watch_folder(inbox, ingest, stop, settings.settle_seconds)
+    except KeyboardInterrupt:
+        pass
     finally:
         out.print("stopping…")
         for service in reversed(services):
@@ -301,4 +307,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -9,7 +9,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 
 from config.settings import Settings
 from dropvec.errors import DropvecError
-from workers.store import milvus_client, open_store
+from workers.store import ensure_loaded, milvus_client, open_store
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ def search(settings: Settings, question: str, k: int, embedder: BaseEmbedding) -
     try:
         if not client.has_collection(settings.collection):
             raise DropvecError(f"nothing indexed yet: collection {settings.collection!r} does not exist")
+        ensure_loaded(client, settings.collection)
     finally:
         client.close()
     store = open_store(settings, None, use_async=False)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
+
 from config.settings import Settings
 from dropvec.errors import ServiceUnavailable
 
@@ -47,7 +49,7 @@ def wait_until(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ServiceUnavailable(f"{what} exited with code {proc.returncode} while starting")
+            raise ServiceUnavailable(f"{what} exited with code {proc.returncode} while starting; see its log")
         try:
             if check():
                 return
@@ -65,10 +67,18 @@ class Service:
     proc: subprocess.Popen[bytes]
     log_path: Path
     stop_signal: int = signal.SIGTERM
+    #: Signal the leader's children first and give them a few seconds: milvus-server's wrapper
+    #: kills Milvus one second after asking it to stop, before Milvus has finished its cleanup.
+    children_first: bool = False
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc.poll() is not None:
             return
+        if self.children_first:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            psutil.wait_procs(children, timeout=min(timeout, 5))
         try:
             os.killpg(self.proc.pid, self.stop_signal)
             self.proc.wait(timeout)
@@ -93,6 +103,27 @@ def _spawn(
             start_new_session=True,
             env=env,
         )
+
+
+def _start(
+    name: str,
+    args: list[str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+    *,
+    env: dict[str, str] | None = None,
+    stop_signal: int = signal.SIGTERM,
+    children_first: bool = False,
+) -> Service:
+    """Spawn a server and wait until ``ready``; if it never is (or we are interrupted), stop it."""
+    service = Service(name, _spawn(name, args, log_path, env), log_path, stop_signal, children_first)
+    try:
+        wait_until(ready, timeout, name, service.proc)
+    except BaseException:
+        service.stop(timeout=10)
+        raise
+    return service
 
 
 def _require_local(what: str, host: str, url: str) -> None:
@@ -141,14 +172,12 @@ def start_redis(settings: Settings, data_dir: Path) -> Service | None:
     password = urlsplit(settings.redis_url).password
     if password:
         args += ["--requirepass", password]
-    log_path = folder / "server.log"
-    proc = _spawn("redis", args, log_path)
     import redis
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
-    wait_until(lambda: bool(client.ping()), 30, f"Redis on {host}:{port}", proc)
+    service = _start("redis", args, folder / "server.log", lambda: bool(client.ping()), 30)
     log.info("started Redis-protocol server (valkey) on %s:%d, data in %s", host, port, folder)
-    return Service("redis", proc, log_path)
+    return service
 
 
 def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
@@ -165,7 +194,7 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
     folder.mkdir(parents=True, exist_ok=True)
     env = None
     if kind == "standalone":
-        etcd_port = free_port()
+        etcd_config, etcd_port = _embedded_etcd_config(folder)
         args = [
             _script("milvus-server"),
             "--data",
@@ -175,7 +204,14 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
             "--etcd-port",
             str(etcd_port),
         ]
-        env = {**os.environ, "ETCD_CONFIG_PATH": str(_embedded_etcd_config(folder, etcd_port))}
+        env = {
+            **os.environ,
+            "ETCD_CONFIG_PATH": str(etcd_config),
+            # One query node has nowhere to hand its segments on shutdown: don't wait for that.
+            # Without these, a restarted Milvus waits forever on the previous one's "stopping" node.
+            "QUERYNODE_GRACEFULSTOPTIMEOUT": "1",
+            "COMMON_GRACEFULSTOPTIMEOUT": "10",
+        }
         stop_signal = signal.SIGINT  # milvus-server stops its child on SIGINT
     else:
         args = [
@@ -189,11 +225,11 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
             str(port),
         ]
         stop_signal = signal.SIGTERM
-    log_path = folder / "server.log"
-    proc = _spawn(f"milvus-{kind}", args, log_path, env)
     from pymilvus import MilvusClient
 
     def ready() -> bool:
+        if not is_reachable(host, port):
+            return False
         client = MilvusClient(
             uri=settings.milvus_uri, token=settings.milvus_token.get_secret_value(), timeout=2
         )
@@ -203,27 +239,54 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
         finally:
             client.close()
 
-    wait_until(ready, 180, f"Milvus ({kind}) on {host}:{port}", proc)
+    pymilvus_log = logging.getLogger("pymilvus")
+    level = pymilvus_log.level
+    pymilvus_log.setLevel(logging.CRITICAL)  # it logs a traceback for every attempt while starting
+    try:
+        service = _start(
+            f"milvus-{kind}", args, folder / "server.log", ready, 180, env=env,
+            stop_signal=stop_signal, children_first=kind == "standalone",
+        )  # fmt: skip
+    finally:
+        pymilvus_log.setLevel(level)
     log.info("started Milvus %s on %s:%d, data in %s", kind, host, port, folder)
-    return Service(f"milvus-{kind}", proc, log_path, stop_signal)
+    return service
 
 
-def _embedded_etcd_config(folder: Path, client_port: int) -> Path:
+def _embedded_etcd_config(folder: Path) -> tuple[Path, int]:
     """Embedded etcd's own config, so that its ports are free ones rather than 2379/2380.
 
     Milvus reads ``etcd.config.path`` from the ``ETCD_CONFIG_PATH`` variable; without it the
-    embedded etcd always binds 2380, and two embedded Milvus servers cannot share a machine.
+    embedded etcd always binds 2380, and two embedded Milvus servers cannot share a machine. The
+    ports are kept across restarts (etcd remembers its peer URL), and chosen anew only if taken.
+    Returns the config's path and etcd's client port.
     """
-    peer = f"http://127.0.0.1:{free_port()}"
-    client = f"http://127.0.0.1:{client_port}"
     path = folder / "embed-etcd.yaml"
+    ports_file = folder / "embed-etcd.ports"
+    try:
+        client_port, peer_port = (int(p) for p in ports_file.read_text().split())
+        if not all(_is_free(p) for p in (client_port, peer_port)):
+            raise ValueError("taken")
+    except (OSError, ValueError):
+        client_port, peer_port = free_port(), free_port()
+        ports_file.write_text(f"{client_port} {peer_port}\n")
+    peer, client = f"http://localhost:{peer_port}", f"http://localhost:{client_port}"
     path.write_text(
-        "name: dropvec\n"
         f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
-        f"initial-cluster: dropvec={peer}\n"
+        f"initial-cluster: default={peer}\n"
         f"listen-client-urls: {client}\nadvertise-client-urls: {client}\n"
     )
-    return path
+    return path, client_port
+
+
+def _is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def start_workers(settings: Settings, count: int, log_dir: Path) -> list[Service]:

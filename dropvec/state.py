@@ -107,13 +107,6 @@ class StateStore:
         pipe.sadd(f"{KEY_PREFIX}:files", doc_id)
         pipe.execute()
 
-    def all_files(self) -> list[dict[str, str]]:
-        ids = sorted(self.r.smembers(f"{KEY_PREFIX}:files"))  # type: ignore[arg-type]
-        pipe = self.r.pipeline()
-        for doc_id in ids:
-            pipe.hgetall(self.file_key(doc_id))
-        return [{"doc_id": d, **h} for d, h in zip(ids, pipe.execute(), strict=True) if h]
-
     # runs
     def start_run(self, run_id: str) -> None:
         key = self.run_key(run_id)
@@ -162,7 +155,7 @@ class StateStore:
 
     def task_done(self, run_id: str, doc_id: str, task_index: int, chunks: int) -> bool:
         """Count a written task once, however often it is delivered. True if counted now."""
-        args = [f"{time.time():.3f}", run_id, task_index, chunks, RUN_TTL_SECONDS]
+        args: list[str | int] = [f"{time.time():.3f}", run_id, task_index, chunks, RUN_TTL_SECONDS]
         return bool(self._task_done(keys=self._file_keys(run_id, doc_id), args=args))
 
     def task_failed(self, run_id: str, doc_id: str, path: str, reason: str) -> None:

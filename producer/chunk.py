@@ -24,7 +24,8 @@ BLOCK_CHARS = 8_000
 
 
 class Tokens(Protocol):
-    budget: int
+    @property
+    def budget(self) -> int: ...
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -15,7 +15,7 @@ from celery import Celery
 from config.messages import EMBED_TASK, Chunk, EmbedTask
 from config.settings import QUEUE, Settings
 from dropvec.errors import InputFileError, SkippedFile, UnreadableFile
-from dropvec.state import StateStore
+from dropvec.state import StateStore, Status
 from producer.chunk import Section, doc_id_for, iter_chunks
 from producer.read import read_sections
 from producer.tokens import TokenWindow, load_window
@@ -134,7 +134,7 @@ class Producer:
             if tasks == 0:
                 raise SkippedFile(path, "no text to index")
         except InputFileError as exc:
-            status = "skipped" if isinstance(exc, SkippedFile) else "failed"
+            status: Status = "skipped" if isinstance(exc, SkippedFile) else "failed"
             self.state.file_ended_early(
                 run_id, doc_id, path=str(path), status=status, reason=exc.reason, started=tasks > 0
             )

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test scripts/install.sh
 .venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from llama_index.core.schema import BaseNode
 from llama_index.vector_stores.milvus import MilvusVectorStore
 from pymilvus import MilvusClient
+from pymilvus.client.types import LoadState
 
 from config.settings import Settings
 from dropvec.errors import ConfigError
@@ -59,12 +60,19 @@ def check_dimension(settings: Settings, dim: int) -> None:
         client.close()
 
 
+def ensure_loaded(client: MilvusClient, collection: str) -> None:
+    """Load the collection for search if it is not (a restarted Milvus reloads it lazily)."""
+    if client.get_load_state(collection).get("state") != LoadState.Loaded:
+        client.load_collection(collection)
+
+
 def count_entities(settings: Settings) -> int:
     """Exact number of chunks stored (strong consistency); 0 when the collection does not exist."""
     client = milvus_client(settings)
     try:
         if not client.has_collection(settings.collection):
             return 0
+        ensure_loaded(client, settings.collection)
         rows = client.query(
             settings.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
         )

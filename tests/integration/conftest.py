@@ -17,7 +17,6 @@ from config.settings import Settings
 from dropvec.cli import _live_workers
 from dropvec.stack import Service, free_port, start_milvus, start_redis, start_workers
 
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "seed"
 WORKERS = 2
 
 

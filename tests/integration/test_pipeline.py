@@ -13,7 +13,8 @@ from dropvec.state import StateStore
 from producer.chunk import chunk_sections, doc_id_for
 from producer.read import read_sections
 from producer.tokens import load_window
-from tests.integration.conftest import SEED, Stack
+from tests.corpus import SEED
+from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -17,18 +17,21 @@ import pytest
 from dropvec.stack import free_port
 from dropvec.state import StateStore
 from producer.chunk import doc_id_for
-from tests.integration.conftest import SEED, wait_for
+from tests.corpus import SEED
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def start_up(cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dropvec", "up", "--workers", "1"], cwd=cwd, env=env,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    wait_for(lambda: "dropvec is up" in log.read_text() or proc.poll() is not None, 300, "dropvec up")
+    started = lambda: b"dropvec is up" in log.read_bytes()[offset:] or proc.poll() is not None  # noqa: E731
+    wait_for(started, 300, "dropvec up")
     assert proc.poll() is None, log.read_text()
     return proc
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from config.settings import Settings
 from producer.chunk import Section, chunk_id, chunk_sections, doc_id_for, embedded_text
 from producer.tokens import TokenWindow, load_window
+from tests.corpus import SEED
 
-SEED = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "seed"
 ESSAY = SEED / "paul_graham_essay.txt"
 
 

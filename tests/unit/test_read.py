@@ -8,8 +8,7 @@ import pytest
 
 from dropvec.errors import SkippedFile, UnreadableFile
 from producer.read import read_sections
-
-PUBLIC = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "public"
+from tests.corpus import PUBLIC
 
 
 def test_plain_text_in_several_encodings(tmp_path: Path) -> None:
