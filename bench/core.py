@@ -24,21 +24,23 @@ SEED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "seed"
 
 
 def chunk_texts(settings: Any, files: list[Path]) -> list[str]:
-    from producer.chunk import chunk_sections, doc_id_for, embedded_text
+    from producer.chunk import doc_id_for, embedded_text, iter_chunks
     from producer.read import read_sections
     from producer.tokens import load_window
 
     window = load_window(settings.embed_model_path)
     texts = []
     for f in files:
-        chunks = chunk_sections(
-            read_sections(f),
-            doc_id=doc_id_for(str(f)),
-            file_metadata={"file_name": f.name},
-            tokens=window,
-            chunk_size=settings.chunk_size,
-            chunk_overlap=settings.chunk_overlap,
-            embed_keys=settings.embed_metadata_keys,
+        chunks = list(
+            iter_chunks(
+                read_sections(f),
+                doc_id=doc_id_for(str(f)),
+                file_metadata={"file_name": f.name},
+                tokens=window,
+                chunk_size=settings.chunk_size,
+                chunk_overlap=settings.chunk_overlap,
+                embed_keys=settings.embed_metadata_keys,
+            )
         )
         texts += [embedded_text(c) for c in chunks]
     return texts

@@ -215,15 +215,9 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
         stop_signal = signal.SIGINT  # milvus-server stops its child on SIGINT
     else:
         args = [
-            _script("milvus-lite"),
-            "server",
-            "--data-dir",
-            str(folder),
-            "--host",
-            host,
-            "--port",
-            str(port),
-        ]
+            sys.executable, "-m", "dropvec.lite_server", "--data-dir", str(folder),
+            "--host", host, "--port", str(port),
+        ]  # fmt: skip
         stop_signal = signal.SIGTERM
     from pymilvus import MilvusClient
 

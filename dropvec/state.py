@@ -147,10 +147,22 @@ class StateStore:
         self._file_enqueued(keys=self._file_keys(run_id, doc_id), args=[f"{time.time():.3f}", tasks, chunks])
 
     def file_ended_early(
-        self, run_id: str, doc_id: str, *, path: str, status: Status, reason: str, started: bool = False
+        self,
+        run_id: str,
+        doc_id: str,
+        *,
+        path: str,
+        status: Status,
+        reason: str,
+        started: bool = False,
+        keep_file_state: bool = False,
     ) -> None:
-        """A file skipped or failed in the producer (``started``: after some of its tasks were sent)."""
-        self.set_file(doc_id, path=path, status=status, reason=reason, run_id=run_id)
+        """A file skipped or failed in the producer (``started``: after some of its tasks were sent).
+
+        ``keep_file_state``: only the run counts it (a file skipped as unchanged stays indexed).
+        """
+        if not keep_file_state:
+            self.set_file(doc_id, path=path, status=status, reason=reason, run_id=run_id)
         self._count_problem(run_id, path, status, reason, new_file=not started)
 
     def task_done(self, run_id: str, doc_id: str, task_index: int, chunks: int) -> bool:

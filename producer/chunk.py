@@ -57,30 +57,6 @@ def chunk_id(doc_id: str, index: int, content_hash: str) -> str:
     return sha256_hex(f"{doc_id}:{index}:{content_hash}")[:32]
 
 
-def chunk_sections(
-    sections: Iterable[Section],
-    *,
-    doc_id: str,
-    file_metadata: dict[str, str | int | float],
-    tokens: Tokens,
-    chunk_size: int = 0,
-    chunk_overlap: int = 16,
-    embed_keys: tuple[str, ...] = (),
-) -> list[Chunk]:
-    """All chunks of ``sections``; see :func:`iter_chunks`."""
-    return list(
-        iter_chunks(
-            sections,
-            doc_id=doc_id,
-            file_metadata=file_metadata,
-            tokens=tokens,
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            embed_keys=embed_keys,
-        )
-    )
-
-
 def iter_chunks(
     sections: Iterable[Section],
     *,

@@ -136,8 +136,9 @@ class Producer:
         except InputFileError as exc:
             status: Status = "skipped" if isinstance(exc, SkippedFile) else "failed"
             self.state.file_ended_early(
-                run_id, doc_id, path=str(path), status=status, reason=exc.reason, started=tasks > 0
-            )
+                run_id, doc_id, path=str(path), status=status, reason=exc.reason, started=tasks > 0,
+                keep_file_state=exc.reason == UNCHANGED,
+            )  # fmt: skip
             log.info("%s %s: %s", status, path, exc.reason)
             return FileOutcome(str(path), status, exc.reason)
         self.state.file_enqueued(run_id, doc_id, chunks=chunks, tasks=tasks)

@@ -10,7 +10,7 @@ import pytest
 from pymilvus import MilvusClient
 
 from dropvec.state import StateStore
-from producer.chunk import chunk_sections, doc_id_for
+from producer.chunk import doc_id_for, iter_chunks
 from producer.read import read_sections
 from producer.tokens import load_window
 from tests.corpus import SEED
@@ -25,13 +25,15 @@ def expected_chunks(stack: Stack, path: Path) -> int:
     """What the producer's chunking yields for ``path``, computed here independently of the queue."""
     s = stack.settings
     return len(
-        chunk_sections(
-            read_sections(path),
-            doc_id=doc_id_for(str(path)),
-            file_metadata={"file_path": str(path)},
-            tokens=load_window(s.embed_model_path),
-            chunk_size=s.chunk_size,
-            chunk_overlap=s.chunk_overlap,
+        list(
+            iter_chunks(
+                read_sections(path),
+                doc_id=doc_id_for(str(path)),
+                file_metadata={"file_path": str(path)},
+                tokens=load_window(s.embed_model_path),
+                chunk_size=s.chunk_size,
+                chunk_overlap=s.chunk_overlap,
+            )
         )
     )
 

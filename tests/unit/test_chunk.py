@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config.settings import Settings
-from producer.chunk import Section, chunk_id, chunk_sections, doc_id_for, embedded_text
+from producer.chunk import Section, chunk_id, doc_id_for, embedded_text, iter_chunks
 from producer.tokens import TokenWindow, load_window
 from tests.corpus import SEED
 
@@ -25,13 +25,15 @@ def test_bundled_model_window_is_its_max_seq_length_less_special_tokens(window: 
 @pytest.mark.parametrize("chunk_size", [0, 128, 10_000])
 def test_no_chunk_exceeds_the_window_whatever_the_chunk_size(window: TokenWindow, chunk_size: int) -> None:
     text = ESSAY.read_text()
-    chunks = chunk_sections(
-        [Section(text)],
-        doc_id="d",
-        file_metadata={"file_name": "essay.txt"},
-        tokens=window,
-        chunk_size=chunk_size,
-        embed_keys=("file_name",),
+    chunks = list(
+        iter_chunks(
+            [Section(text)],
+            doc_id="d",
+            file_metadata={"file_name": "essay.txt"},
+            tokens=window,
+            chunk_size=chunk_size,
+            embed_keys=("file_name",),
+        )
     )
     assert len(chunks) > 10
     assert max(window.count(embedded_text(c)) for c in chunks) <= window.budget
@@ -40,13 +42,15 @@ def test_no_chunk_exceeds_the_window_whatever_the_chunk_size(window: TokenWindow
 
 def test_embedded_metadata_is_counted_against_the_window(window: TokenWindow) -> None:
     text = ESSAY.read_text()
-    chunks = chunk_sections(
-        [Section(text)],
-        doc_id="d",
-        file_metadata={"file_name": "essay.txt"},
-        tokens=window,
-        chunk_size=0,
-        embed_keys=("file_name",),
+    chunks = list(
+        iter_chunks(
+            [Section(text)],
+            doc_id="d",
+            file_metadata={"file_name": "essay.txt"},
+            tokens=window,
+            chunk_size=0,
+            embed_keys=("file_name",),
+        )
     )
     assert chunks[0].embed_keys == ("file_name",)
     assert embedded_text(chunks[0]).startswith("file_name: essay.txt")
@@ -59,13 +63,15 @@ def test_long_metadata_is_not_embedded_rather_than_shrinking_chunks(window: Toke
     name = "very " * 150 + "long.txt"
     text = ESSAY.read_text()[:20_000]
     # When it is chunked with the file name asked for in the embedding
-    chunks = chunk_sections(
-        [Section(text)],
-        doc_id="d",
-        file_metadata={"file_name": name},
-        tokens=window,
-        chunk_size=0,
-        embed_keys=("file_name",),
+    chunks = list(
+        iter_chunks(
+            [Section(text)],
+            doc_id="d",
+            file_metadata={"file_name": name},
+            tokens=window,
+            chunk_size=0,
+            embed_keys=("file_name",),
+        )
     )
     # Then the name is kept as metadata but not embedded, and chunks keep their full size
     assert all(c.embed_keys == () for c in chunks)
@@ -75,16 +81,16 @@ def test_long_metadata_is_not_embedded_rather_than_shrinking_chunks(window: Toke
 
 def test_a_text_with_no_sentence_boundaries_is_cut_to_fit(window: TokenWindow) -> None:
     text = "x" * 20_000 + " " + "y" * 5_000
-    chunks = chunk_sections([Section(text)], doc_id="d", file_metadata={}, tokens=window)
+    chunks = list(iter_chunks([Section(text)], doc_id="d", file_metadata={}, tokens=window))
     assert chunks
     assert max(window.count(embedded_text(c)) for c in chunks) <= window.budget
 
 
 def test_chunk_ids_are_deterministic_and_depend_on_file_position_and_content(window: TokenWindow) -> None:
     text = ESSAY.read_text()[:10_000]
-    a = chunk_sections([Section(text)], doc_id=doc_id_for("/a"), file_metadata={}, tokens=window)
-    b = chunk_sections([Section(text)], doc_id=doc_id_for("/a"), file_metadata={}, tokens=window)
-    c = chunk_sections([Section(text)], doc_id=doc_id_for("/b"), file_metadata={}, tokens=window)
+    a = list(iter_chunks([Section(text)], doc_id=doc_id_for("/a"), file_metadata={}, tokens=window))
+    b = list(iter_chunks([Section(text)], doc_id=doc_id_for("/a"), file_metadata={}, tokens=window))
+    c = list(iter_chunks([Section(text)], doc_id=doc_id_for("/b"), file_metadata={}, tokens=window))
     assert [x.id for x in a] == [x.id for x in b]
     assert not {x.id for x in a} & {x.id for x in c}
     assert len({x.id for x in a}) == len(a)
@@ -97,7 +103,7 @@ def test_chunks_carry_position_hash_and_section_metadata(window: TokenWindow) ->
         Section("   "),
         Section("Two. " * 20, {"page_label": "2"}),
     ]
-    chunks = chunk_sections(sections, doc_id="d", file_metadata={"file_path": "/f.pdf"}, tokens=window)
+    chunks = list(iter_chunks(sections, doc_id="d", file_metadata={"file_path": "/f.pdf"}, tokens=window))
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert [c.metadata["chunk_index"] for c in chunks] == list(range(len(chunks)))
     assert {c.metadata["page_label"] for c in chunks} == {"1", "2"}
