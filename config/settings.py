@@ -131,13 +131,6 @@ class Settings(BaseSettings):
             env[f"DROPVEC_{name.upper()}"] = str(value)
         return env
 
-    def public_dict(self) -> dict[str, object]:
-        """Settings safe to print: secrets are masked."""
-        data = self.model_dump(mode="json")
-        data["milvus_token"] = "***" if self.milvus_token.get_secret_value() else ""
-        data["redis_url"] = redact_url(self.redis_url)
-        return data
-
 
 def redact_url(url: str) -> str:
     """``redis://user:secret@host`` -> ``redis://user:***@host``; URLs without a password unchanged."""

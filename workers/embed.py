@@ -11,11 +11,11 @@ from config.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_embedder(settings: Settings, processes: int = 1) -> HuggingFaceEmbedding:
-    """Load the configured model; limit torch threads so ``processes`` workers share the cores."""
+def load_embedder(settings: Settings) -> HuggingFaceEmbedding:
+    """Load the configured model, with the torch thread count of one worker process."""
     import torch
 
-    threads = settings.threads_per_process(processes)
+    threads = settings.threads_per_process()
     torch.set_num_threads(threads)
     settings.prepare_environment()
     device = settings.resolved_device()

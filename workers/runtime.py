@@ -23,9 +23,9 @@ WRITE_TIMEOUT_SECONDS = 300
 class WorkerRuntime:
     """Loads the model once, opens the store on the process's event loop, runs tasks."""
 
-    def __init__(self, settings: Settings, processes: int = 1) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.embedder = load_embedder(settings, processes)
+        self.embedder = load_embedder(settings)
         self.dim = embedding_dim(self.embedder)
         self.loop = LoopThread()
         self.writer = self.loop.run(self._open_writer(), timeout=120)
@@ -57,10 +57,10 @@ _runtime: WorkerRuntime | None = None
 _lock = threading.Lock()
 
 
-def get_runtime(settings: Settings | None = None, processes: int = 1) -> WorkerRuntime:
+def get_runtime(settings: Settings | None = None) -> WorkerRuntime:
     """The process's runtime, created on first use (after fork, in prefork pools)."""
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = WorkerRuntime(settings or Settings(), processes)
+            _runtime = WorkerRuntime(settings or Settings())
         return _runtime
