@@ -18,7 +18,7 @@ from dropvec.errors import InputFileError, SkippedFile, UnreadableFile
 from dropvec.state import StateStore, Status
 from producer.chunk import Section, doc_id_for, iter_chunks
 from producer.read import read_sections
-from producer.tokens import TokenWindow, load_window
+from producer.tokens import load_window
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,11 @@ class IngestReport:
 class Producer:
     """Reads, chunks and enqueues files. One instance per process; safe to reuse across runs."""
 
-    def __init__(
-        self, settings: Settings, app: Celery, state: StateStore, window: TokenWindow | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, app: Celery, state: StateStore) -> None:
         self.settings = settings
         self.app = app
         self.state = state
-        self.window = window or load_window(settings.embed_model_path)
+        self.window = load_window(settings.embed_model_path)
 
     def ingest(self, paths: Iterable[Path], *, force: bool = False) -> IngestReport:
         run_id = uuid.uuid4().hex
