@@ -58,7 +58,11 @@ end
 
 # KEYS: done set, file hash, run hash. ARGV: now, tasks, chunks
 _FILE_ENQUEUED = (
-    "redis.call('HSET', KEYS[2], 'task_count', ARGV[2], 'chunks_total', ARGV[3])" + _MAYBE_INDEXED
+    """
+redis.call('HINCRBY', KEYS[3], 'chunks_total', ARGV[3])
+redis.call('HSET', KEYS[2], 'task_count', ARGV[2], 'chunks_total', ARGV[3])
+"""
+    + _MAYBE_INDEXED
 )
 
 
@@ -143,7 +147,6 @@ class StateStore:
 
     def file_enqueued(self, run_id: str, doc_id: str, *, chunks: int, tasks: int) -> None:
         """Every task of the file is sent: record how many, and mark it indexed if all are done."""
-        self.r.hincrby(self.run_key(run_id), "chunks_total", chunks)
         self._file_enqueued(keys=self._file_keys(run_id, doc_id), args=[f"{time.time():.3f}", tasks, chunks])
 
     def file_ended_early(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from config.messages import Chunk
 from config.settings import Settings
 from producer.chunk import Section, chunk_id, doc_id_for, embedded_text, iter_chunks
 from producer.tokens import TokenWindow, load_window
@@ -22,12 +23,11 @@ def test_bundled_model_window_is_its_max_seq_length_less_special_tokens(window: 
     assert window.budget == 254
 
 
-@pytest.mark.parametrize("chunk_size", [0, 128, 10_000])
-def test_no_chunk_exceeds_the_window_whatever_the_chunk_size(window: TokenWindow, chunk_size: int) -> None:
-    text = ESSAY.read_text()
-    chunks = list(
+def essay_chunks_with_name(window: TokenWindow, chunk_size: int) -> list[Chunk]:
+    """The essay's chunks with its file name embedded in each."""
+    return list(
         iter_chunks(
-            [Section(text)],
+            [Section(ESSAY.read_text())],
             doc_id="d",
             file_metadata={"file_name": "essay.txt"},
             tokens=window,
@@ -35,23 +35,18 @@ def test_no_chunk_exceeds_the_window_whatever_the_chunk_size(window: TokenWindow
             embed_keys=("file_name",),
         )
     )
+
+
+@pytest.mark.parametrize("chunk_size", [0, 128, 10_000])
+def test_no_chunk_exceeds_the_window_whatever_the_chunk_size(window: TokenWindow, chunk_size: int) -> None:
+    chunks = essay_chunks_with_name(window, chunk_size)
     assert len(chunks) > 10
     assert max(window.count(embedded_text(c)) for c in chunks) <= window.budget
     assert all(c.text.strip() for c in chunks)
 
 
 def test_embedded_metadata_is_counted_against_the_window(window: TokenWindow) -> None:
-    text = ESSAY.read_text()
-    chunks = list(
-        iter_chunks(
-            [Section(text)],
-            doc_id="d",
-            file_metadata={"file_name": "essay.txt"},
-            tokens=window,
-            chunk_size=0,
-            embed_keys=("file_name",),
-        )
-    )
+    chunks = essay_chunks_with_name(window, 0)
     assert chunks[0].embed_keys == ("file_name",)
     assert embedded_text(chunks[0]).startswith("file_name: essay.txt")
     # the fullest chunk uses the window, metadata included, and stays within it
