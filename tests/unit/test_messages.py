@@ -20,7 +20,7 @@ def _task() -> EmbedTask:
         metadata={"file_name": "a.txt", "file_path": "/in/a.txt", "chunk_index": 0},
     )
     return EmbedTask(
-        run_id="r", doc_id="d", file_path="/in/a.txt", task_index=0, task_count=1, chunks=[chunk]
+        run_id="r", doc_id="d", generation=1, file_path="/in/a.txt", task_index=0, chunks=[chunk]
     )
 
 
@@ -32,7 +32,7 @@ def test_a_task_survives_a_json_round_trip() -> None:
 def test_unknown_versions_and_empty_tasks_are_refused() -> None:
     data = _task().model_dump(mode="json")
     with pytest.raises(ValidationError):
-        EmbedTask.model_validate({**data, "version": 2})
+        EmbedTask.model_validate({**data, "version": 1})
     with pytest.raises(ValidationError):
         EmbedTask.model_validate({**data, "chunks": []})
 
