@@ -20,8 +20,8 @@ from config.settings import QUEUE, Settings, redact_url
 from dropvec.errors import DropvecError
 
 app = typer.Typer(help="Drop files in a folder; find their chunks in Milvus.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
@@ -331,15 +331,15 @@ def watch_command(
     try:
         producer = _run(lambda: _producer(settings))
         inbox.mkdir(parents=True, exist_ok=True)
-        out.print(f"watching {inbox}. Ctrl-C to stop.", highlight=False)
-        _watch(settings, producer, inbox, stop)
+        _watch(settings, producer, inbox, stop, ready=f"watching {inbox}. Ctrl-C to stop.")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event) -> None:
-    """Reconcile ``inbox`` once, then pass every settled change to the producer until ``stop``."""
+def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event, ready: str) -> None:
+    """Reconcile ``inbox`` once the watch is in place, then pass every settled change to the
+    producer until ``stop``; ``ready`` is printed after the reconciliation."""
     from producer.watch import watch_folder
 
     def sync(paths: list[Path], deleted: list[Path]) -> None:
@@ -350,8 +350,11 @@ def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event
                 raise
             err.print(f"[red]error:[/red] {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
 
-    sync([inbox], [])
-    watch_folder(inbox, sync, stop, settings.settle_seconds, settings.ignore)
+    def reconcile() -> None:
+        sync([inbox], [])
+        out.print(ready, highlight=False)
+
+    watch_folder(inbox, sync, stop, settings.settle_seconds, settings.ignore, on_ready=reconcile)
 
 
 def _up(settings: Settings, worker_count: int) -> None:
@@ -377,14 +380,12 @@ def _up(settings: Settings, worker_count: int) -> None:
             signal.signal(sig, lambda *_: stop.set())
         producer = _producer(settings)
         inbox.mkdir(parents=True, exist_ok=True)
-        out.print(
+        ready = (
             f"dropvec is up: {worker_count} worker(s), Redis {redact_url(settings.redis_url)}, "
             f"Milvus {settings.milvus_uri}, collection {settings.collection!r}.\n"
-            f"Drop files into {inbox} (logs in {data_dir / 'logs'}). Ctrl-C to stop.",
-            highlight=False,
+            f"Drop files into {inbox} (logs in {data_dir / 'logs'}). Ctrl-C to stop."
         )
-
-        _watch(settings, producer, inbox, stop)
+        _watch(settings, producer, inbox, stop, ready)
     except KeyboardInterrupt:
         pass
     finally:

@@ -91,6 +91,13 @@ def decode_text(data: bytes, path: Path) -> str:
     return str(best)
 
 
+def _last_attempt(exc: BaseException) -> BaseException:
+    """The error behind a reader's retry wrapper (llama-index retries some readers with tenacity)."""
+    attempt = getattr(exc, "last_attempt", None)
+    inner = attempt.exception() if attempt is not None else None
+    return inner if isinstance(inner, BaseException) else exc
+
+
 def read_sections(path: Path) -> list[Section]:
     """Read ``path`` into sections. Raises SkippedFile or UnreadableFile with a one-line reason."""
     suffix = path.suffix.lower()
@@ -105,7 +112,8 @@ def read_sections(path: Path) -> list[Section]:
         raise
     except Exception as exc:  # readers raise anything: each is the file's problem, told in one line
         log.debug("reader failed on %s", path, exc_info=True)
-        raise UnreadableFile(path, f"cannot read {suffix[1:]}: {type(exc).__name__}: {exc}") from exc
+        cause = _last_attempt(exc)
+        raise UnreadableFile(path, f"cannot read {suffix[1:]}: {type(cause).__name__}: {cause}") from exc
     sections = []
     for doc in documents:
         meta = {

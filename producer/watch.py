@@ -21,7 +21,7 @@ import psutil
 from watchfiles import Change, watch
 
 from config.settings import DEFAULT_IGNORE
-from producer.enqueue import is_ignored
+from producer.enqueue import expand, is_ignored
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,22 @@ def watch_folder(
     stop: threading.Event,
     settle_seconds: float = 0.5,
     ignore: Sequence[str] = DEFAULT_IGNORE,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Call ``on_change(settled, deleted)`` for paths under ``folder`` (recursively) until ``stop``.
 
-    ``settled`` are files (or folders moved in) added or changed, ready to read; ``deleted`` are
-    paths gone (a deleted folder is one path).
+    ``settled`` are files added or changed (or in a folder moved in), ready to read; ``deleted`` are
+    paths gone (a deleted folder is one path). ``on_ready`` is called once the watch is in place
+    (the place to reconcile the folder: nothing that happens from then on is missed).
     """
     pending: dict[Path, tuple[tuple[int, int] | None, float]] = {}
     deleted: dict[Path, float] = {}
     for changes in watch(
         folder, stop_event=stop, yield_on_timeout=True, rust_timeout=100, step=50, debounce=1600
     ):
+        if on_ready is not None:
+            on_ready()
+            on_ready = None
         now = time.monotonic()
         for change, raw in changes:
             path = Path(raw)
@@ -82,7 +87,9 @@ def watch_folder(
                 deleted[path] = now
             else:
                 deleted.pop(path, None)
-                pending[path] = (_signature(path), now)
+                # a folder (moved in, say) is not read as a whole: each file in it settles alone
+                for file in expand([path], ignore) if path.is_dir() else [path]:
+                    pending[file] = (_signature(file), now)
         ready = _settled(pending, now, settle_seconds)
         oldest = min(deleted.values(), default=now)
         if deleted and (ready or not pending or now - oldest > MAX_DELETE_HOLD_SECONDS):
