@@ -138,22 +138,17 @@ def milvus_table(settings: Any, sizes: tuple[int, ...] = (10, 100, 1000)) -> lis
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--files", nargs="*", type=Path, default=[SEED / "paul_graham_essay.txt"])
-    parser.add_argument("--json", action="store_true", help="one JSON object per row")
-    args = parser.parse_args()
+def private_settings(root: Path) -> tuple[Any, bool]:
+    """Settings for a benchmark, and whether it needs its own Milvus.
 
+    Milvus: the configured one when it answers, else an embedded one. Redis and the workers are
+    always private, so that no other dropvec worker takes the benchmark's tasks. The collection is
+    the benchmark's own, dropped first: nothing indexed before can be reused.
+    """
     from config.settings import Settings
-    from dropvec.stack import free_port, is_reachable, start_milvus, start_redis
-    from workers.store import milvus_client
+    from dropvec.stack import free_port, is_reachable
 
-    root = Path(tempfile.mkdtemp(prefix="dropvec-bench-"))
     configured = Settings()
-    # Milvus: the configured one when it answers, else an embedded one. Redis and the worker are
-    # always private, so that no other dropvec worker takes the benchmark's tasks.
     host_port = configured.milvus_host_port
     own_milvus = host_port is None or not is_reachable(*host_port)
     settings = configured.model_copy(
@@ -166,11 +161,38 @@ def main() -> None:
         }
     )
     settings.prepare_environment()
-    files = [f.absolute() for f in args.files]
-    texts = chunk_texts(settings, files)
+    return settings, own_milvus
+
+
+def start_services(settings: Any) -> list[Any]:
+    """Redis, and Milvus unless one answers; the benchmark collection dropped if it exists."""
+    from dropvec.stack import start_milvus, start_redis
+    from workers.store import milvus_client
+
     services = [
         s for s in (start_redis(settings, settings.data_dir), start_milvus(settings, settings.data_dir)) if s
     ]
+    client = milvus_client(settings)
+    client.drop_collection(settings.collection)
+    client.close()
+    return services
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--files", nargs="*", type=Path, default=[SEED / "paul_graham_essay.txt"])
+    parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    args = parser.parse_args()
+
+    from workers.store import milvus_client
+
+    root = Path(tempfile.mkdtemp(prefix="dropvec-bench-"))
+    settings, own_milvus = private_settings(root)
+    files = [f.absolute() for f in args.files]
+    texts = chunk_texts(settings, files)
+    services = start_services(settings)
     rows: list[dict[str, Any]] = []
     try:
         ceiling = model_ceiling(settings, texts)
