@@ -1,4 +1,4 @@
-# One image for both roles of dropvec: the producer (`dropvec up --workers 0`) and the
+# One image for both roles of dropvec: the producer (`dropvec watch`) and the
 # workers (`dropvec worker`, the default). See docker-compose.yml.
 #
 #   docker build -t dropvec .

@@ -255,10 +255,12 @@ class StateStore:
         generation: int = 0,
         started: bool = False,
         keep_file_state: bool = False,
+        listed: bool = True,
     ) -> None:
         """A file skipped or failed in the producer (``started``: after some of its tasks were sent).
 
-        ``keep_file_state``: only the run counts it (a file skipped as unchanged stays indexed).
+        ``keep_file_state``: only the run counts it (a file skipped as unchanged stays indexed; a
+        path that does not exist gets no record). ``listed``: named among the run's problems.
         """
         if not keep_file_state:
             fields: dict[str, Any] = {"path": path, "status": status, "reason": reason, "run_id": run_id}
@@ -267,7 +269,7 @@ class StateStore:
             self._set_file(doc_id, **fields)
             if status == "failed":
                 self._record_failure(path, reason)
-        self._count_problem(run_id, path, status, reason, new_file=not started)
+        self._count_problem(run_id, path, status, reason, new_file=not started, listed=listed)
 
     def task_done(
         self,
@@ -322,14 +324,18 @@ class StateStore:
         pipe.expire(key, RUN_TTL_SECONDS)
         pipe.execute()
 
-    def _count_problem(self, run_id: str, path: str, status: Status, reason: str, *, new_file: bool) -> None:
+    def _count_problem(
+        self, run_id: str, path: str, status: Status, reason: str, *, new_file: bool, listed: bool = True
+    ) -> None:
+        """Count a skipped or failed file in its run; ``listed``: also name it in the run's problems."""
         key = self.run_key(run_id)
         pipe = self.r.pipeline()
         if new_file:
             pipe.hincrby(key, "files", 1)
         pipe.hincrby(key, "files_failed" if status == "failed" else "files_skipped", 1)
-        pipe.rpush(f"{key}:problems", json.dumps({"path": path, "status": status, "reason": reason}))
-        pipe.expire(f"{key}:problems", RUN_TTL_SECONDS)
+        if listed:
+            pipe.rpush(f"{key}:problems", json.dumps({"path": path, "status": status, "reason": reason}))
+            pipe.expire(f"{key}:problems", RUN_TTL_SECONDS)
         pipe.execute()
 
     def progress(self, run_id: str) -> RunProgress:

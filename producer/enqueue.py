@@ -105,7 +105,11 @@ class Producer:
         roots = [p.absolute() for p in paths]
         present = list(dict.fromkeys(expand((r for r in roots if r.exists()), self.settings.ignore)))
         gone = self._gone([*roots, *(p.absolute() for p in deleted)], set(present))
+        known = {record.get("path", "") for record in gone.values()}
         outcomes = [self.ingest_file(path, run_id, force=force, renamed_from=gone) for path in present]
+        for root in roots:
+            if not root.exists() and not any(p == str(root) or p.startswith(f"{root}/") for p in known):
+                outcomes.append(self.ingest_file(root, run_id))  # named, yet neither there nor indexed
         for doc_id, record in gone.items():
             outcomes.append(self._remove_gone(doc_id, record))
         return IngestReport(run_id, outcomes)
@@ -208,13 +212,15 @@ class Producer:
     ) -> FileOutcome:
         """A file skipped or failed here. Unless it is unchanged, its older chunks are removed:
         what is searchable is what the folder holds now."""
+        if isinstance(exc, NoSuchFile) and (record := self.state.get_file(doc_id)):
+            return self._remove_gone(doc_id, record)  # deleted while this pass ran
         status: Status = "skipped" if isinstance(exc, SkippedFile) else "failed"
         unchanged = exc.reason == UNCHANGED
-        previous = int(self.state.get_file(doc_id).get("generation") or 0)
+        previous = 0 if unchanged else int(self.state.get_file(doc_id).get("generation") or 0)
         self.state.file_ended_early(
             run_id, doc_id, path=str(path), status=status, reason=exc.reason, sha256=sha,
             model=self.settings.model_key, generation=generation or previous, started=started,
-            keep_file_state=unchanged,
+            keep_file_state=unchanged or isinstance(exc, NoSuchFile), listed=not unchanged,
         )  # fmt: skip
         if not unchanged and (previous or generation):
             replaces = [Replaced(doc_id, max(previous, generation) + 1), *replaces]
@@ -225,7 +231,7 @@ class Producer:
     def _hash(self, path: Path) -> str:
         """The file's content hash, once it is known to be a regular file of a supported type."""
         if not path.exists():
-            raise UnreadableFile(path, "no such file")
+            raise NoSuchFile(path, "no such file")
         if not path.is_file():
             raise SkippedFile(path, "not a regular file")
         if not is_supported(path):
@@ -248,6 +254,10 @@ class Producer:
     def _send_removals(self, path: str, targets: list[Replaced]) -> None:
         for target in targets:
             send_removal(self.app, target.task(path))
+
+
+class NoSuchFile(UnreadableFile):
+    """A path named to ingest that is not there (and was not indexed either)."""
 
 
 def _holds(record: dict[str, str], sha: str, model: str) -> bool:

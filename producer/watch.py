@@ -92,7 +92,7 @@ def watch_folder(
                     pending[file] = (_signature(file), now)
         ready = _settled(pending, now, settle_seconds)
         oldest = min(deleted.values(), default=now)
-        if deleted and (ready or not pending or now - oldest > MAX_DELETE_HOLD_SECONDS):
+        if deleted and (not pending or now - oldest > MAX_DELETE_HOLD_SECONDS):
             gone, deleted = [p for p in deleted if not p.exists()], {}
         else:
             gone = []

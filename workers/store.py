@@ -18,6 +18,7 @@ from llama_index.core.schema import BaseNode
 from llama_index.vector_stores.milvus import MilvusVectorStore
 from pymilvus import DataType, MilvusClient
 from pymilvus.client.types import LoadState
+from pymilvus.exceptions import MilvusException
 
 from config.settings import Settings
 from dropvec.errors import ConfigError
@@ -55,6 +56,8 @@ def milvus_client(settings: Settings) -> MilvusClient:
 #: Field names, as llama-index's MilvusVectorStore writes them, and dropvec's own.
 ID, DOC_ID, TEXT, EMBEDDING = "id", "doc_id", "text", "embedding"
 EMBED_HASH, GENERATION = "embed_hash", "generation"
+#: Scalar index types to try, newest Milvus first.
+SCALAR_INDEX_TYPES = ("INVERTED", "Trie")
 #: The most rows one query returns (Milvus's own limit on query results).
 QUERY_LIMIT = 16_384
 
@@ -73,18 +76,30 @@ def ensure_collection(settings: Settings, dim: int) -> None:
         schema.add_field(EMBED_HASH, DataType.VARCHAR, max_length=64)
         schema.add_field(GENERATION, DataType.INT64)
         schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
+        client.create_collection(
+            settings.collection, schema=schema, consistency_level=settings.consistency_level
+        )
         index = client.prepare_index_params()
         index.add_index(EMBEDDING, index_type=settings.index_type, metric_type=settings.metric)
+        client.create_index(settings.collection, index)
         for field in (DOC_ID, EMBED_HASH):
-            index.add_index(field, index_type="INVERTED")
-        client.create_collection(
-            settings.collection,
-            schema=schema,
-            index_params=index,
-            consistency_level=settings.consistency_level,
-        )
+            _index_scalar(client, settings.collection, field)
+        client.load_collection(settings.collection)
     finally:
         client.close()
+
+
+def _index_scalar(client: MilvusClient, collection: str, field: str) -> None:
+    """An index for look-ups by ``field``: INVERTED (Milvus 2.4+, Lite), else Trie (2.3), else none."""
+    for index_type in SCALAR_INDEX_TYPES:
+        index = client.prepare_index_params()
+        index.add_index(field, index_type=index_type)
+        try:
+            client.create_index(collection, index)
+            return
+        except MilvusException as exc:
+            log.debug("no %s index on %s: %s", index_type, field, exc)
+    log.warning("Milvus offers no scalar index for %s: look-ups by it scan the collection", field)
 
 
 def _check_collection(settings: Settings, fields: list[dict], dim: int) -> None:

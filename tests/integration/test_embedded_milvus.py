@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from llama_index.core.schema import TextNode
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 
 from dropvec.stack import start_milvus
 from tests.integration.conftest import local_settings
@@ -21,11 +21,25 @@ def test_embedded_milvus_stores_chunks_once_and_keeps_them_across_a_restart(
     tmp_path: Path, kind: str
 ) -> None:
     settings = local_settings(tmp_path, embedded_milvus=kind, collection="embedded_test")
-    nodes = [TextNode(id_=f"n{i}", text=f"chunk {i}", embedding=[1.0, float(i), 0.5]) for i in range(10)]
+    nodes = [
+        TextNode(
+            id_=f"n{i}",
+            text=f"chunk {i}",
+            embedding=[1.0, float(i), 0.5],
+            metadata={"embed_hash": f"h{i}", "generation": 1 + i % 2},
+        )
+        for i in range(10)
+    ]
+    for node in nodes:
+        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id="doc")
 
     async def write() -> int:
         store = open_store(settings, 3, use_async=True)
         return await ChunkWriter(store, settings).write(nodes)
+
+    async def reuse_then_remove_older() -> tuple[dict[str, list[float]], int]:
+        writer = ChunkWriter(open_store(settings, 3, use_async=True), settings)
+        return await writer.stored_vectors(["h3", "nope"]), await writer.remove("doc", below_generation=2)
 
     service = start_milvus(settings, settings.data_dir)
     assert service is not None
@@ -33,6 +47,11 @@ def test_embedded_milvus_stores_chunks_once_and_keeps_them_across_a_restart(
         assert asyncio.run(write()) == 10
         assert asyncio.run(write()) == 10  # upserts: written twice, stored once
         assert count_entities(settings) == 10
+        # vectors are found by embed hash, and a file's older generation is removed by its doc id
+        found, removed = asyncio.run(reuse_then_remove_older())
+        assert found == {"h3": [1.0, 3.0, 0.5]}
+        assert removed == 5
+        assert count_entities(settings) == 5
     finally:
         service.stop()
     assert service.proc.poll() is not None
@@ -41,6 +60,6 @@ def test_embedded_milvus_stores_chunks_once_and_keeps_them_across_a_restart(
     service = start_milvus(settings, settings.data_dir)
     assert service is not None
     try:
-        assert count_entities(settings) == 10
+        assert count_entities(settings) == 5
     finally:
         service.stop()

@@ -160,7 +160,7 @@ def test_bad_files_are_reported_one_line_each_and_the_rest_proceed(stack: Stack)
     (folder / "image.bmp").write_bytes(b"BM" + bytes(64))
     (folder / "binary.txt").write_bytes(bytes(range(256)) * 8)
     # When they are ingested and waited for
-    result = stack.dropvec("ingest", str(folder), "--wait")
+    result = stack.dropvec("ingest", str(folder), str(stack.root / "nope.txt"), "--wait")
     # Then the command fails, naming each bad file with its reason on one line
     assert result.returncode == 1
     lines = result.stderr.splitlines()
@@ -169,6 +169,7 @@ def test_bad_files_are_reported_one_line_each_and_the_rest_proceed(stack: Stack)
         ("empty.txt", "no text"),
         ("image.bmp", "unsupported file type .bmp"),
         ("binary.txt", "binary"),
+        ("nope.txt", "no such file"),
     ]:
         assert any(name in line and reason in line for line in lines), (name, result.stderr)
     # and the good file is indexed and searchable

@@ -90,15 +90,14 @@ def test_worker_does_not_mount_the_inbox(services: dict[str, dict[str, Any]]) ->
     assert not [path for path in volume_paths(services["worker"]) if "inbox" in path]
 
 
-def test_producer_watches_the_mounted_inbox_without_starting_workers(
+def test_producer_watches_the_mounted_inbox_and_starts_nothing_else(
     services: dict[str, dict[str, Any]],
 ) -> None:
     producer = services["producer"]
     inbox = environment_of(producer)["DROPVEC_INBOX"]
     assert inbox in volume_paths(producer)
     command = producer["command"]
-    assert command[:2] == ["dropvec", "up"]
-    assert command[command.index("--workers") + 1] == "0"
+    assert command == ["dropvec", "watch"]
 
 
 def test_every_image_is_pinned_to_a_tag(services: dict[str, dict[str, Any]]) -> None:
