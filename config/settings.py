@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         (), description='File metadata embedded with each chunk, e.g. ["file_name"]'
     )
     chunks_per_task: int = Field(32, ge=1)
+    max_file_bytes: int = Field(100 * 2**20, ge=1, description="Larger files are skipped, with that reason")
+    max_queue_depth: int = Field(
+        1000, ge=1, description="Tasks waiting in the queue past which the producer waits (back-pressure)"
+    )
+    task_lease_seconds: int = Field(
+        900, ge=5, description="A task not acknowledged this long (its worker died) is given to another"
+    )
 
     # Writing
     write_batch_size: int = Field(64, ge=1)

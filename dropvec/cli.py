@@ -109,16 +109,44 @@ def ingest(
     """Bring files or folders in line with the index: new and changed files are queued, unchanged
     ones skipped, indexed files no longer there removed. Exit code 1 if any file failed."""
     settings = _settings()
+    raise typer.Exit(_run(lambda: _ingest(settings, lambda: paths, force=force, wait=wait, timeout=timeout)))
 
-    def body() -> int:
-        report = _producer(settings).ingest(paths, force=force)
-        _print_outcomes(report)
-        failed = report.count("failed")
-        if wait and report.count("queued"):
-            failed = _wait_for_run(settings, report.run_id, timeout)
-        return 1 if failed else 0
 
-    raise typer.Exit(_run(body))
+@app.command("retry-failed")
+def retry_failed(
+    wait: Annotated[bool, typer.Option(help="Show progress; exit once every chunk is written")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="With --wait: give up after this many seconds (0: never)")
+    ] = 0,
+) -> None:
+    """Ingest again every file whose last attempt failed (after the cause is fixed). Exit code 1
+    if any fails again."""
+    settings = _settings()
+
+    def failed_paths() -> list[Path]:
+        from dropvec.state import StateStore
+
+        records = StateStore.from_url(settings.redis_url).iter_files()
+        paths = [Path(r["path"]) for r in records if r.get("status") == "failed"]
+        out.print(f"{len(paths)} failed file(s) to retry", highlight=False)
+        return paths
+
+    raise typer.Exit(_run(lambda: _ingest(settings, failed_paths, force=True, wait=wait, timeout=timeout)))
+
+
+def _ingest(
+    settings: Settings, paths: Callable[[], list[Path]], *, force: bool, wait: bool, timeout: float
+) -> int:
+    """Reconcile ``paths()``; the exit code: 1 if any file failed."""
+    targets = paths()
+    if not targets:
+        return 0
+    report = _producer(settings).ingest(targets, force=force)
+    _print_outcomes(report)
+    failed = report.count("failed")
+    if wait and report.count("queued"):
+        failed = _wait_for_run(settings, report.run_id, timeout)
+    return 1 if failed else 0
 
 
 def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:

@@ -6,6 +6,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,8 @@ class Producer:
         over (and taken out of the mapping) as this file's previous name.
         """
         path = path.absolute()
+        if not _is_utf8(path):
+            return self._bad_name(path, run_id)
         doc_id = doc_id_for(str(path))
         chunks = tasks = generation = 0
         sha = moved_from = ""
@@ -158,6 +161,8 @@ class Producer:
             replaces, moved_from = self._take_over(renamed_from or {}, sha)
             sections = read_sections(path)
             generation = self.state.next_generation()
+            if previous.get("generation"):  # older versions may be stored: remove them once this one is in
+                replaces.insert(0, Replaced(doc_id, generation))
             batches = _batched(
                 iter_chunks(
                     sections,
@@ -173,6 +178,7 @@ class Producer:
             )
             with self.app.producer_or_acquire() as publisher:
                 for batch in batches:
+                    self._wait_for_room()
                     if tasks == 0:
                         self.state.file_started(
                             run_id, doc_id, path=str(path), sha256=sha, model=self.settings.model_key,
@@ -194,7 +200,7 @@ class Producer:
             return self._ended_early(exc, run_id, doc_id, path, sha, generation, started, replaces)
         if self.state.file_enqueued(run_id, doc_id, generation=generation, chunks=chunks, tasks=tasks):
             # every task was done before the last one was sent: retire what this version replaces
-            self._send_removals(str(path), [Replaced(doc_id, generation), *replaces])
+            self._send_removals(str(path), replaces)
         log.info("queued %s: %d chunks in %d tasks", path, chunks, tasks)
         moved = f"moved from {moved_from}" if moved_from else ""
         return FileOutcome(str(path), "queued", reason=moved, chunks=chunks)
@@ -223,13 +229,35 @@ class Producer:
             keep_file_state=unchanged or isinstance(exc, NoSuchFile), listed=not unchanged,
         )  # fmt: skip
         if not unchanged and (previous or generation):
-            replaces = [Replaced(doc_id, max(previous, generation) + 1), *replaces]
+            own = Replaced(doc_id, max(previous, generation) + 1)
+            replaces = [own, *(r for r in replaces if r.doc_id != doc_id)]
         self._send_removals(str(path), replaces)
         log.info("%s %s: %s", status, path, exc.reason)
         return FileOutcome(str(path), status, exc.reason)
 
+    def _bad_name(self, path: Path, run_id: str) -> FileOutcome:
+        """A name that is not valid UTF-8 cannot be stored as text (in Redis or Milvus): skipped,
+        without a file record, and shown with its undecodable bytes replaced."""
+        shown = os.fsencode(path).decode("utf-8", "replace")
+        reason = "the file name is not valid UTF-8: rename the file"
+        self.state.file_ended_early(
+            run_id, "", path=shown, status="skipped", reason=reason, keep_file_state=True
+        )  # fmt: skip
+        log.info("skipped %s: %s", shown, reason)
+        return FileOutcome(shown, "skipped", reason)
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: while the queue holds ``max_queue_depth`` tasks, wait for workers."""
+        if self.state.r.llen(QUEUE) < self.settings.max_queue_depth:  # type: ignore[operator]
+            return
+        log.info("queue full (%d tasks): waiting for workers", self.settings.max_queue_depth)
+        while self.state.r.llen(QUEUE) >= self.settings.max_queue_depth:  # type: ignore[operator]
+            time.sleep(0.2)
+
     def _hash(self, path: Path) -> str:
         """The file's content hash, once it is known to be a regular file of a supported type."""
+        if path.is_symlink():
+            raise SkippedFile(path, "a symbolic link: links are not followed")
         if not path.exists():
             raise NoSuchFile(path, "no such file")
         if not path.is_file():
@@ -237,6 +265,12 @@ class Producer:
         if not is_supported(path):
             raise SkippedFile(path, f"unsupported file type {path.suffix.lower() or '(no extension)'}")
         try:
+            size = path.stat().st_size
+            if size > self.settings.max_file_bytes:
+                limit = self.settings.max_file_bytes / 2**20
+                raise SkippedFile(
+                    path, f"{size / 2**20:.0f} MB, over the {limit:.0f} MB limit (DROPVEC_MAX_FILE_BYTES)"
+                )
             return file_sha256(path)
         except OSError as exc:
             raise UnreadableFile(path, f"cannot open: {exc.strerror or exc}") from exc
@@ -254,6 +288,14 @@ class Producer:
     def _send_removals(self, path: str, targets: list[Replaced]) -> None:
         for target in targets:
             send_removal(self.app, target.task(path))
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class NoSuchFile(UnreadableFile):

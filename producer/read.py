@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,12 +63,42 @@ READERS: dict[str, Callable[[], BaseReader] | None] = {
 KEPT_READER_METADATA = ("page_label", "header_path")
 
 
+#: A .docx may inflate to at most this many times its size (a zip bomb inflates thousands of times).
+MAX_ZIP_RATIO = 100
+#: ... and to at most this many bytes in all.
+MAX_ZIP_INFLATED_BYTES = 256 * 2**20
+
+
 def is_supported(path: Path) -> bool:
     return path.suffix.lower() in READERS
 
 
+def check_zip(path: Path) -> None:
+    """Refuse an Office file that is not a zip archive, or would inflate past the limits,
+    from its directory alone: nothing is inflated to find out."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UnreadableFile(
+            path, f"not a {path.suffix.lower()[1:]} file (not a zip archive): {exc}"
+        ) from exc
+    if inflated > MAX_ZIP_INFLATED_BYTES or inflated > MAX_ZIP_RATIO * max(1, path.stat().st_size):
+        limit = f"{MAX_ZIP_INFLATED_BYTES >> 20} MB, {MAX_ZIP_RATIO}x its size"
+        raise UnreadableFile(path, f"refused: would inflate to {inflated / 2**20:.0f} MB (limit {limit})")
+
+
 def decode_text(data: bytes, path: Path) -> str:
-    """UTF-8 (with or without BOM) first, then a detected encoding; binary data is refused."""
+    """The text of ``data``, without NUL characters; binary data is refused."""
+    text = _decode(data, path)
+    nuls = text.count("\x00")
+    if nuls > len(text) // 10:
+        raise UnreadableFile(path, "binary data, not text")
+    return text.replace("\x00", "") if nuls else text
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 (with or without BOM) first, then a detected encoding."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16")
     try:
@@ -78,7 +109,12 @@ def decode_text(data: bytes, path: Path) -> str:
         raise UnreadableFile(path, "binary data, not text")
     from charset_normalizer import from_bytes
 
-    best = from_bytes(data).best()
+    matches = from_bytes(data)
+    best = matches.best()
+    if best is not None:
+        # charset_normalizer often ties Western text between code pages: Windows-1252 is the usual one
+        tied = (m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence))
+        best = next((m for m in tied if m.encoding == "cp1252"), best)
     if best is not None and best.coherence > 0:
         return str(best)
     # No language recognised: Windows-1252, the usual legacy encoding of Western text, if it fits.
@@ -104,6 +140,8 @@ def read_sections(path: Path) -> list[Section]:
     if suffix not in READERS:
         raise SkippedFile(path, f"unsupported file type {suffix or '(no extension)'}")
     make_reader = READERS[suffix]
+    if suffix == ".docx":
+        check_zip(path)
     try:
         if make_reader is None:
             return [Section(decode_text(path.read_bytes(), path))]
@@ -121,5 +159,5 @@ def read_sections(path: Path) -> list[Section]:
             for k, v in doc.metadata.items()
             if k in KEPT_READER_METADATA and isinstance(v, (str, int, float))
         }
-        sections.append(Section(doc.text, meta))
+        sections.append(Section(doc.text.replace("\x00", "").replace("\ufeff", ""), meta))
     return sections

@@ -7,9 +7,6 @@ from celery import Celery
 from config.messages import REMOVE_TASK, RemoveTask
 from config.settings import QUEUE, Settings
 
-#: Longest a task may stay unacknowledged before Redis hands it to another worker.
-VISIBILITY_TIMEOUT_SECONDS = 3600
-
 
 def create_app(settings: Settings) -> Celery:
     app = Celery("dropvec", broker=settings.redis_url, include=["workers.tasks"])
@@ -24,7 +21,14 @@ def create_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        # The lease: a task taken by a worker that dies (SIGKILL, power cut) goes back to the queue
+        # once it is unacknowledged for task_lease_seconds; live workers look for such tasks every
+        # few seconds (kombu's default scan is 100 s apart).
+        broker_transport_options={
+            "visibility_timeout": settings.task_lease_seconds,
+            "unacked_restore_interval": max(1, min(10, settings.task_lease_seconds // 4)),
+            "unacked_restore_throttle": 1,
+        },
         worker_send_task_events=True,
         task_send_sent_event=True,
     )

@@ -9,7 +9,7 @@ from llama_index.core.schema import MetadataMode
 
 from config.messages import EmbedTask, RemoveTask, embed_hash, to_node
 from config.settings import Settings
-from dropvec.state import FILE_INDEXED, Replaced, StateStore
+from dropvec.state import FILE_INDEXED, StateStore
 from workers.embed import embedding_dim, load_embedder
 from workers.loop import LoopThread
 from workers.store import ChunkWriter, open_store
@@ -81,12 +81,13 @@ class WorkerRuntime:
         repeat_of_indexed = outcome == 0 and self.state.get_file(doc_id).get("status") == "indexed"
         if outcome == FILE_INDEXED or repeat_of_indexed:
             # (a repeat retires again: the first try may have failed half-way)
-            self.retire(doc_id, generation)
+            self.retire(doc_id)
         return written
 
-    def retire(self, doc_id: str, generation: int) -> None:
-        """The file's version ``generation`` is indexed: remove what it replaces."""
-        for target in [Replaced(doc_id, generation), *self.state.replaced_by(doc_id)]:
+    def retire(self, doc_id: str) -> None:
+        """The file's current version is indexed: remove what it replaces (its own older
+        versions, if it had any, and the file it was moved from)."""
+        for target in self.state.replaced_by(doc_id):
             self.remove(target.task())
 
     def remove(self, task: RemoveTask) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Sequence
 
 from llama_index.core.schema import BaseNode
@@ -76,9 +77,15 @@ def ensure_collection(settings: Settings, dim: int) -> None:
         schema.add_field(EMBED_HASH, DataType.VARCHAR, max_length=64)
         schema.add_field(GENERATION, DataType.INT64)
         schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
-        client.create_collection(
-            settings.collection, schema=schema, consistency_level=settings.consistency_level
-        )
+        try:
+            client.create_collection(
+                settings.collection, schema=schema, consistency_level=settings.consistency_level
+            )
+        except MilvusException:
+            if not client.has_collection(settings.collection):
+                raise
+            _wait_until_loaded(client, settings.collection)  # another worker is creating it
+            return
         index = client.prepare_index_params()
         index.add_index(EMBEDDING, index_type=settings.index_type, metric_type=settings.metric)
         client.create_index(settings.collection, index)
@@ -87,6 +94,14 @@ def ensure_collection(settings: Settings, dim: int) -> None:
         client.load_collection(settings.collection)
     finally:
         client.close()
+
+
+def _wait_until_loaded(client: MilvusClient, collection: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get_load_state(collection).get("state") != LoadState.Loaded:
+        if time.monotonic() > deadline:
+            raise ConfigError(f"collection {collection!r} exists but was not loaded within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def _index_scalar(client: MilvusClient, collection: str, field: str) -> None:

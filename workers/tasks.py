@@ -41,7 +41,8 @@ class EmbedTaskBase(Task):  # type: ignore[misc]
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         state = StateStore.from_url(self.app.conf.broker_url)
         if state.task_failed(message.run_id, message.doc_id, message.generation, message.file_path, reason):
-            targets = [Replaced(message.doc_id, message.generation + 1), *state.replaced_by(message.doc_id)]
+            others = [r for r in state.replaced_by(message.doc_id) if r.doc_id != message.doc_id]
+            targets = [Replaced(message.doc_id, message.generation + 1), *others]
             for target in targets:
                 send_removal(self.app, target.task(message.file_path))
 

@@ -1,0 +1,133 @@
+"""Hostile input: every file ends indexed, skipped or failed with a one-line reason, nothing hangs,
+and no empty or garbage chunk reaches Milvus."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import zipfile
+from pathlib import Path
+
+import pytest
+from pymilvus import MilvusClient
+from pypdf import PdfWriter
+
+from dropvec.state import StateStore
+from producer.chunk import doc_id_for
+from tests.corpus import PUBLIC
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+SENTENCE = "The otter floats on its back and cracks a shell on its chest. "
+
+
+def pdf(blank_pages: int = 1, password: str = "") -> bytes:
+    writer = PdfWriter()
+    for _ in range(blank_pages):
+        writer.add_blank_page(width=200, height=200)
+    if password:
+        writer.encrypt(password)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def zip_bomb(inflated_mb: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z, z.open("word/document.xml", "w") as f:
+        for _ in range(inflated_mb):
+            f.write(bytes(2**20))
+    return out.getvalue()
+
+
+def make_hostile_folder(folder: Path) -> dict[str, tuple[str, str]]:
+    """Write the hostile files; return {relative name: (expected status, a word of the reason)}."""
+    rng = random.Random(7)
+    attention = (PUBLIC / "pdf" / "arxiv" / "attention_is_all_you_need_1706.03762v7.pdf").read_bytes()
+    files: dict[str, tuple[bytes, str, str]] = {
+        "empty.txt": (b"", "skipped", "no text"),
+        "blank.md": (b"  \n\t\n\n   ", "skipped", "no text"),
+        "random.txt": (rng.randbytes(4096), "failed", "binary"),
+        "photo.pdf": (b"\x89PNG\r\n\x1a\n" + rng.randbytes(2048), "failed", "cannot read pdf"),
+        "corrupt.pdf": (b"%PDF-1.4\n" + rng.randbytes(4096), "failed", "cannot read pdf"),
+        "truncated.pdf": (attention[: len(attention) // 3], "any", ""),
+        "locked.pdf": (pdf(password="secret"), "failed", "cannot read pdf"),
+        "scan.pdf": (pdf(blank_pages=2), "skipped", "no text"),
+        "notzip.docx": (b"hello, I am not a zip", "failed", "not a zip archive"),
+        "bomb.docx": (zip_bomb(40), "failed", "would inflate"),
+        "latin1.txt": (("Café crème brûlée à la façade. " * 30).encode("latin-1"), "indexed", ""),
+        "utf16.txt": (("Grüße aus Köln, Straße. " * 30).encode("utf-16"), "indexed", ""),
+        "bom.md": (("# Título\n\n" + "Ünïcödé with a BOM. " * 30).encode("utf-8-sig"), "indexed", ""),
+        "mixed.txt": (
+            ("Naïve UTF-8 line. " * 20).encode() + ("Résumé latin-1. " * 20).encode("latin-1"),
+            "indexed",
+            "",
+        ),  # fmt: skip
+        "nul.txt": (((SENTENCE + "\x00") * 30).encode(), "indexed", ""),
+        "oneline.txt": ((SENTENCE * 80_000).encode(), "indexed", ""),  # 5 MB, no newline
+        "with space.txt": (SENTENCE.encode() * 3, "indexed", ""),
+        "new\nline.txt": (SENTENCE.encode() * 4, "indexed", ""),
+        "-dash.txt": (SENTENCE.encode() * 5, "indexed", ""),
+        "folder.txt/inner.md": (SENTENCE.encode() * 6, "indexed", ""),
+        "/".join(["n"] * 100) + "/deep.txt": (SENTENCE.encode() * 7, "indexed", ""),
+    }
+    expected = {}
+    for name, (data, status, reason) in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        expected[name] = (status, reason)
+    with (folder / "huge.txt").open("wb") as f:  # sparse: 200 MB on paper, nothing on disk
+        f.truncate(200 * 2**20)
+    expected["huge.txt"] = ("skipped", "over the 100 MB limit")
+    os.mkfifo(folder / "pipe.txt")
+    expected["pipe.txt"] = ("skipped", "not a regular file")
+    (folder / "outside.txt").symlink_to("/etc/hostname")
+    expected["outside.txt"] = ("skipped", "symbolic link")
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    return expected
+
+
+def test_hostile_files_each_end_with_a_reason_and_no_garbage_is_stored(stack: Stack) -> None:
+    # Given a folder of every kind of bad input, and a file whose name is not UTF-8
+    folder = stack.root / "hostile"
+    folder.mkdir()
+    expected = make_hostile_folder(folder)
+    bad_name = os.fsdecode(os.fsencode(folder) + b"/bad\xffname.txt")
+    Path(bad_name).write_bytes(SENTENCE.encode())
+    # When the folder is ingested
+    result = stack.dropvec("ingest", str(folder), "--wait", "--timeout", "600")
+    # Then the command ends (nothing hangs on the FIFO or loops on the symlink), with failures
+    assert result.returncode == 1, result.stderr
+    assert "bad\ufffdname.txt: the file name is not valid UTF-8" in result.stderr
+    # and every file has its state, with a reason when it was not indexed
+    state = StateStore.from_url(stack.settings.redis_url)
+    for name, (status, reason) in expected.items():
+        record = state.get_file(doc_id_for(str(folder / name)))
+        if status == "any":
+            assert record["status"] in ("indexed", "failed", "skipped"), name
+            assert record["status"] == "indexed" or record["reason"], name
+            continue
+        assert record.get("status") == status, (name, record)
+        assert reason in record["reason"] and "\n" not in record["reason"], (name, record["reason"])
+    # and what reached Milvus is text: no empty chunk, no NUL, no BOM, the words decoded right
+    client = MilvusClient(uri=stack.settings.milvus_uri)
+    rows = client.query(
+        stack.settings.collection,
+        filter=f'file_path like "{folder}/%"',
+        output_fields=["file_name", "text"],
+        limit=16384,
+        consistency_level="Strong",
+    )
+    client.close()
+    assert rows
+    assert all(r["text"].strip() and "\x00" not in r["text"] and "\ufeff" not in r["text"] for r in rows)
+    text_of = {}
+    for r in rows:
+        text_of.setdefault(r["file_name"], []).append(r["text"])
+    assert "Café crème" in text_of["latin1.txt"][0]
+    assert "Grüße aus Köln" in text_of["utf16.txt"][0]
+    assert "Título" in text_of["bom.md"][0]
+    assert len(text_of["oneline.txt"]) > 1000
+    assert int(state.get_file(doc_id_for(str(folder / "oneline.txt")))["chunks_embedded"]) < 50
