@@ -283,15 +283,16 @@ def _is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def start_workers(settings: Settings, count: int, log_dir: Path) -> list[Service]:
-    """``count`` worker processes of this installation, sharing the cores between them."""
+def start_workers(settings: Settings, count: int, log_dir: Path, first: int = 0) -> list[Service]:
+    """``count`` worker processes of this installation, sharing the cores between them
+    (numbered from ``first``)."""
     env = {
         **os.environ,
         **settings.to_env(),
         "DROPVEC_TORCH_THREADS": str(settings.threads_per_process(count)),
     }
     services = []
-    for i in range(count):
+    for i in range(first, first + count):
         log_path = log_dir / f"worker-{i}.log"
         args = [sys.executable, "-m", "dropvec", "worker", "--name", f"dropvec-{i}-{os.getpid()}"]
         services.append(Service(f"worker-{i}", _spawn(f"worker-{i}", args, log_path, env), log_path))

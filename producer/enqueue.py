@@ -303,12 +303,16 @@ class NoSuchFile(UnreadableFile):
 
 
 def _holds(record: dict[str, str], sha: str, model: str) -> bool:
-    """Whether ``record`` says content ``sha``, embedded by ``model``, is (or is being) indexed."""
+    """Whether ``record`` says content ``sha``, embedded by ``model``, is (or is being) indexed.
+
+    A version whose tasks were not all sent (the producer died half-way through it) does not count.
+    """
     return (
         record.get("sha256") == sha
         and record.get("model") == model
         and record.get("status") in LIVE
         and bool(record.get("generation"))
+        and (record.get("status") == "indexed" or record.get("task_count", "0") != "0")
     )
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from llama_index.core.schema import BaseNode
 from llama_index.vector_stores.milvus import MilvusVectorStore
@@ -59,6 +60,8 @@ ID, DOC_ID, TEXT, EMBEDDING = "id", "doc_id", "text", "embedding"
 EMBED_HASH, GENERATION = "embed_hash", "generation"
 #: Scalar index types to try, newest Milvus first.
 SCALAR_INDEX_TYPES = ("INVERTED", "Trie")
+#: Queries at most per vector look-up (see ChunkWriter.stored_vectors).
+LOOKUP_ROUNDS = 3
 #: The most rows one query returns (Milvus's own limit on query results).
 QUERY_LIMIT = 16_384
 
@@ -167,24 +170,36 @@ class ChunkWriter:
         self._client = store.aclient
 
     async def stored_vectors(self, embed_hashes: Sequence[str]) -> dict[str, list[float]]:
-        """Vectors already in the store for any of ``embed_hashes`` (one per hash)."""
-        if not embed_hashes:
-            return {}
-        rows = await self._client.query(
-            self.collection,
-            filter=f"{EMBED_HASH} in {json.dumps(list(embed_hashes))}",
-            output_fields=[EMBED_HASH, EMBEDDING],
-            limit=QUERY_LIMIT,
-        )
-        return {row[EMBED_HASH]: [float(x) for x in row[EMBEDDING]] for row in rows}
+        """Vectors already in the store for any of ``embed_hashes`` (one per hash).
+
+        A text stored many times (a footer in every file) must not make the answer grow with it:
+        each query returns at most twice as many rows as hashes still missing, and the hashes it
+        found are left out of the next one. After ``LOOKUP_ROUNDS`` the rest counts as not found
+        (and is embedded: a cost, never a wrong vector).
+        """
+        found: dict[str, list[float]] = {}
+        missing = list(dict.fromkeys(embed_hashes))
+        for _ in range(LOOKUP_ROUNDS):
+            if not missing:
+                break
+            rows = await self._query(
+                filter=f"{EMBED_HASH} in {json.dumps(missing)}",
+                output_fields=[EMBED_HASH, EMBEDDING],
+                limit=2 * len(missing),
+            )
+            for row in rows:
+                found.setdefault(row[EMBED_HASH], [float(x) for x in row[EMBEDDING]])
+            if len(rows) < 2 * len(missing):
+                break  # the query saw every stored row of these hashes
+            missing = [h for h in missing if h not in found]
+        return found
 
     async def remove(self, doc_id: str, below_generation: int) -> int:
         """Remove the chunks of file ``doc_id`` older than ``below_generation``; how many."""
         removed = 0
         expr = f"{DOC_ID} == {json.dumps(doc_id)} and {GENERATION} < {int(below_generation)}"
         while True:
-            rows = await self._client.query(
-                self.collection,
+            rows = await self._query(
                 filter=expr,
                 output_fields=[ID],
                 limit=QUERY_LIMIT,
@@ -194,6 +209,16 @@ class ChunkWriter:
             removed += len(rows)
             if len(rows) < QUERY_LIMIT:
                 return removed
+
+    async def _query(self, **kwargs: Any) -> list[dict[str, Any]]:
+        """A query; a collection that a restarted Milvus has not loaded yet is loaded first."""
+        try:
+            return list(await self._client.query(self.collection, **kwargs))
+        except MilvusException as exc:
+            if "load" not in str(exc):
+                raise
+            await self._client.load_collection(self.collection)
+            return list(await self._client.query(self.collection, **kwargs))
 
     async def delete_ids(self, ids: Sequence[str]) -> None:
         if ids:

@@ -1,0 +1,141 @@
+"""Faults: a worker killed mid-task, Milvus down for 30 s, Redis restarted, the producer killed
+mid-enqueue. After each, every expected chunk is in Milvus exactly once and no file is left in
+progress. Recovery times are printed (``pytest -s``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dropvec.cli import _live_workers
+from dropvec.stack import Service, start_milvus, start_redis, start_workers
+from dropvec.state import StateStore
+from producer.chunk import doc_id_for
+from tests.corpus import SEED
+from tests.integration.conftest import Stack, local_settings, wait_for
+from tests.integration.sync_check import unique_text, wait_settled
+
+pytestmark = pytest.mark.integration
+
+#: Short, so that a task of a killed worker comes back within the test.
+LEASE_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own, whose services the tests may kill."""
+    root = tmp_path_factory.mktemp("faults")
+    settings = local_settings(root, task_lease_seconds=LEASE_SECONDS)
+    services: list[Service] = []
+    try:
+        for start in (start_redis, start_milvus):
+            service = start(settings, settings.data_dir)
+            assert service is not None
+            services.append(service)
+        services += start_workers(settings, 2, root / "logs")
+        wait_for(lambda: len(_live_workers(settings)) == 2, 180, "2 workers")
+        yield Stack(settings, root, services)
+    finally:
+        for service in reversed(services):
+            if service.proc.poll() is None:
+                service.stop()
+
+
+def service(stack: Stack, name: str) -> Service:
+    return next(s for s in stack.services if s.name.startswith(name) and s.proc.poll() is None)
+
+
+def replace(stack: Stack, old: Service, new: Service | None) -> None:
+    assert new is not None
+    stack.services[stack.services.index(old)] = new
+
+
+def corpus(stack: Stack, name: str, files: int = 12) -> Path:
+    """The essay and ``files`` small files of their own, in a fresh folder."""
+    folder = stack.root / name
+    folder.mkdir()
+    shutil.copy(SEED / "paul_graham_essay.txt", folder / "essay.txt")
+    for i in range(files):
+        (folder / f"note-{i}.md").write_text(unique_text(4))
+    return folder
+
+
+def started(stack: Stack, folder: Path) -> bool:
+    state = StateStore.from_url(stack.settings.redis_url)
+    return int(state.get_file(doc_id_for(str(folder / "essay.txt"))).get("chunks_done") or 0) > 0
+
+
+def report(what: str, seconds: float) -> None:
+    print(f"\nrecovered from {what} in {seconds:.1f} s")
+
+
+def test_a_worker_killed_mid_task_loses_nothing(own: Stack) -> None:
+    # Given an ingest under way
+    folder = corpus(own, "killed-worker")
+    assert own.dropvec("ingest", str(folder)).returncode == 0
+    wait_for(lambda: started(own, folder), 120, "the first task to finish", 0.05)
+    # When a worker is killed with SIGKILL in the middle of its task
+    victim = service(own, "worker-0")
+    victim.proc.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    # Then its task comes back after the lease, and everything is stored exactly once
+    wait_settled(own, folder)
+    report("a worker killed with SIGKILL", time.monotonic() - t0)
+    replace(own, victim, start_workers(own.settings, 1, own.root / "logs", first=2)[0])
+    wait_for(lambda: len(_live_workers(own.settings)) == 2, 180, "the replacement worker")
+
+
+def test_milvus_down_for_30_seconds_mid_ingest_loses_nothing(own: Stack) -> None:
+    folder = corpus(own, "milvus-down", files=30)
+    assert own.dropvec("ingest", str(folder)).returncode == 0
+    wait_for(lambda: started(own, folder), 120, "the first task to finish", 0.05)
+    milvus = service(own, "milvus")
+    milvus.stop()
+    time.sleep(30)
+    replace(own, milvus, start_milvus(own.settings, own.settings.data_dir))
+    t0 = time.monotonic()
+    wait_settled(own, folder)
+    report("Milvus down for 30 s (from its restart)", time.monotonic() - t0)
+
+
+def test_redis_restarted_mid_ingest_loses_nothing(own: Stack) -> None:
+    folder = corpus(own, "redis-restart", files=30)
+    assert own.dropvec("ingest", str(folder)).returncode == 0
+    wait_for(lambda: started(own, folder), 120, "the first task to finish", 0.05)
+    redis = service(own, "redis")
+    redis.stop()
+    time.sleep(5)
+    replace(own, redis, start_redis(own.settings, own.settings.data_dir))
+    t0 = time.monotonic()
+    wait_settled(own, folder)
+    report("Redis stopped for 5 s (from its restart)", time.monotonic() - t0)
+
+
+def test_a_producer_killed_mid_enqueue_is_caught_up_by_the_next_run(own: Stack) -> None:
+    # Given a producer enqueueing many files
+    folder = corpus(own, "killed-producer", files=80)
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "dropvec", "ingest", str(folder)], env=own.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    state = StateStore.from_url(own.settings.redis_url)
+    wait_for(lambda: len(state.paths_under(str(folder))) >= 10, 120, "some files to be queued", 0.02)
+    # When it is killed half-way, and run again
+    producer.send_signal(signal.SIGKILL)
+    producer.wait(30)
+    assert len(state.paths_under(str(folder))) < 81, "the producer finished before it was killed"
+    t0 = time.monotonic()
+    again = own.dropvec("ingest", str(folder), "--wait", "--timeout", "300")
+    # Then every file is indexed exactly once
+    assert again.returncode == 0, again.stderr
+    wait_settled(own, folder)
+    report("a producer killed mid-enqueue (second run)", time.monotonic() - t0)
+    assert os.path.exists(folder / "essay.txt")
