@@ -47,32 +47,23 @@ class EmbedTaskBase(Task):  # type: ignore[misc]
                 send_removal(self.app, target.task(message.file_path))
 
 
-@app.task(
-    name=EMBED_TASK,
-    base=EmbedTaskBase,
-    bind=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=8,
-)
+#: How a task is retried after a transient error: exponential backoff, with jitter, up to a minute.
+RETRY_POLICY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+}
+
+
+@app.task(name=EMBED_TASK, base=EmbedTaskBase, bind=True, acks_late=True, max_retries=8, **RETRY_POLICY)
 def embed_chunks(self: Task, message: dict[str, Any]) -> int:
     task = EmbedTask.model_validate(message)
     return get_runtime(self.app.dropvec_settings).process(task)
 
 
-@app.task(
-    name=REMOVE_TASK,
-    bind=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=None,
-)
+# A removal is retried for as long as it takes: stale chunks must not outlive an outage.
+@app.task(name=REMOVE_TASK, bind=True, acks_late=True, max_retries=None, **RETRY_POLICY)
 def remove_chunks(self: Task, message: dict[str, Any]) -> int:
     task = RemoveTask.model_validate(message)
     return get_runtime(self.app.dropvec_settings).remove(task)

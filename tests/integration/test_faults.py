@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,30 +93,27 @@ def test_a_worker_killed_mid_task_loses_nothing(own: Stack) -> None:
     wait_for(lambda: len(_live_workers(own.settings)) == 2, 180, "the replacement worker")
 
 
-def test_milvus_down_for_30_seconds_mid_ingest_loses_nothing(own: Stack) -> None:
-    folder = corpus(own, "milvus-down", files=30)
+def stop_mid_ingest(own: Stack, name: str, down: float, start: Callable[..., Service | None]) -> None:
+    """Stop service ``name`` once an ingest is under way, start it again ``down`` seconds later,
+    and check that the ingest ends with everything stored exactly once."""
+    folder = corpus(own, f"{name}-down", files=30)
     assert own.dropvec("ingest", str(folder)).returncode == 0
     wait_for(lambda: started(own, folder), 120, "the first task to finish", 0.05)
-    milvus = service(own, "milvus")
-    milvus.stop()
-    time.sleep(30)
-    replace(own, milvus, start_milvus(own.settings, own.settings.data_dir))
+    stopped = service(own, name)
+    stopped.stop()
+    time.sleep(down)
+    replace(own, stopped, start(own.settings, own.settings.data_dir))
     t0 = time.monotonic()
     wait_settled(own, folder)
-    report("Milvus down for 30 s (from its restart)", time.monotonic() - t0)
+    report(f"{name} down for {down:.0f} s (from its restart)", time.monotonic() - t0)
+
+
+def test_milvus_down_for_30_seconds_mid_ingest_loses_nothing(own: Stack) -> None:
+    stop_mid_ingest(own, "milvus", 30, start_milvus)
 
 
 def test_redis_restarted_mid_ingest_loses_nothing(own: Stack) -> None:
-    folder = corpus(own, "redis-restart", files=30)
-    assert own.dropvec("ingest", str(folder)).returncode == 0
-    wait_for(lambda: started(own, folder), 120, "the first task to finish", 0.05)
-    redis = service(own, "redis")
-    redis.stop()
-    time.sleep(5)
-    replace(own, redis, start_redis(own.settings, own.settings.data_dir))
-    t0 = time.monotonic()
-    wait_settled(own, folder)
-    report("Redis stopped for 5 s (from its restart)", time.monotonic() - t0)
+    stop_mid_ingest(own, "redis", 5, start_redis)
 
 
 def test_a_producer_killed_mid_enqueue_is_caught_up_by_the_next_run(own: Stack) -> None:
