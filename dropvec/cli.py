@@ -8,7 +8,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -59,12 +60,34 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(3) from None
 
 
-def _producer(settings: Settings) -> Any:
+def _producer(settings: Settings, stop: threading.Event | None = None) -> Any:
     from dropvec.state import StateStore
     from producer.enqueue import Producer
     from workers.app import create_app
 
-    return Producer(settings, create_app(settings), StateStore.from_url(settings.redis_url))
+    return Producer(settings, create_app(settings), StateStore.from_url(settings.redis_url), stop)
+
+
+def _stop_handler(stop: threading.Event) -> Callable[[int, Any], None]:
+    """A signal handler: the first SIGINT or SIGTERM sets ``stop`` (the work in hand is finished
+    first); a second one interrupts at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    return handler
+
+
+@contextmanager
+def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
+    previous = {s: signal.signal(s, _stop_handler(stop)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _print_outcomes(report: Any, *, watching: bool = False) -> None:
@@ -141,8 +164,15 @@ def _ingest(
     targets = paths()
     if not targets:
         return 0
-    report = _producer(settings).ingest(targets, force=force)
+    stop = threading.Event()
+    with _stopping_on_signals(stop):
+        report = _producer(settings, stop).ingest(targets, force=force)
     _print_outcomes(report)
+    if report.not_read:
+        err.print(
+            f"[yellow]stopped:[/yellow] {report.not_read} file(s) not read; run the command again to go on"
+        )
+        return 130
     failed = report.count("failed")
     if wait and report.count("queued"):
         failed = _wait_for_run(settings, report.run_id, timeout)
@@ -355,14 +385,10 @@ def watch_command(
     settings = _settings()
     inbox = (folder or settings.inbox).absolute()
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        producer = _run(lambda: _producer(settings))
+    with _stopping_on_signals(stop), suppress(KeyboardInterrupt):
+        producer = _run(lambda: _producer(settings, stop))
         inbox.mkdir(parents=True, exist_ok=True)
         _watch(settings, producer, inbox, stop, ready=f"watching {inbox}. Ctrl-C to stop.")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event, ready: str) -> None:
@@ -370,17 +396,21 @@ def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event
     producer until ``stop``; ``ready`` is printed after the reconciliation."""
     from producer.watch import watch_folder
 
-    def sync(paths: list[Path], deleted: list[Path]) -> None:
+    def sync(paths: list[Path], deleted: list[Path]) -> bool:
         try:
             _print_outcomes(producer.ingest(paths, deleted=deleted), watching=True)
         except Exception as exc:
             if not (isinstance(exc, DropvecError) or _is_outage(exc)):
                 raise
-            err.print(f"[red]error:[/red] {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+            message = " ".join(str(exc).split())[:300]
+            err.print(f"[red]error:[/red] {type(exc).__name__}: {message} (trying again shortly)")
+            return False
+        return True
 
-    def reconcile() -> None:
-        sync([inbox], [])
+    def reconcile() -> bool:
+        reconciled = sync([inbox], [])
         out.print(ready, highlight=False)
+        return reconciled
 
     watch_folder(inbox, sync, stop, settings.settle_seconds, settings.ignore, on_ready=reconcile)
 
@@ -405,8 +435,8 @@ def _up(settings: Settings, worker_count: int) -> None:
                 services.append(service)
         services += start_workers(settings, worker_count, data_dir / "logs")
         for sig in previous:
-            signal.signal(sig, lambda *_: stop.set())
-        producer = _producer(settings)
+            signal.signal(sig, _stop_handler(stop))
+        producer = _producer(settings, stop)
         inbox.mkdir(parents=True, exist_ok=True)
         ready = (
             f"dropvec is up: {worker_count} worker(s), Redis {redact_url(settings.redis_url)}, "

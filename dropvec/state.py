@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -315,6 +315,31 @@ class StateStore:
         pipe.lpush(self.FAILURES, json.dumps({"path": path, "reason": reason, "at": _now()}))
         pipe.ltrim(self.FAILURES, 0, FAILURES_KEPT - 1)
         pipe.execute()
+
+    # vectors stored, by embed hash: a negative cache in front of Milvus's look-ups
+    @staticmethod
+    def stored_key(collection: str) -> str:
+        return f"{KEY_PREFIX}:stored:{collection}"
+
+    def may_be_stored(self, collection: str, embed_hashes: Sequence[str]) -> list[str]:
+        """Those of ``embed_hashes`` that were written to ``collection`` (and may still be there).
+
+        A hash not listed was never written, so Milvus need not be asked for it: its look-up
+        scans growing segments, and costs more with every row stored.
+        """
+        if not embed_hashes:
+            return []
+        found = self.r.smismember(self.stored_key(collection), [bytes.fromhex(h) for h in embed_hashes])
+        return [h for h, hit in zip(embed_hashes, found, strict=True) if hit]  # type: ignore[arg-type]
+
+    def add_stored(self, collection: str, embed_hashes: Iterable[str]) -> None:
+        members = {bytes.fromhex(h) for h in embed_hashes}
+        if members:
+            self.r.sadd(self.stored_key(collection), *members)
+
+    def forget_stored(self, collection: str) -> None:
+        """The collection was created afresh: nothing in it yet."""
+        self.r.delete(self.stored_key(collection))
 
     # runs
     def start_run(self, run_id: str) -> None:

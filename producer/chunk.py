@@ -13,6 +13,7 @@ their vectors are reused instead of embedded again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -43,10 +44,15 @@ class Tokens(Protocol):
 
 @dataclass(frozen=True)
 class Section:
-    """A piece of a file as a reader returns it (a page of a PDF, a section of Markdown)."""
+    """A piece of a file as a reader returns it (a page of a PDF, a section of Markdown).
+
+    ``joined``: the text goes on from the previous section (a large text file read block by
+    block), so paragraphs are packed across the seam as if the two were one section.
+    """
 
     text: str
     metadata: dict[str, str | int | float] = field(default_factory=dict)
+    joined: bool = False
 
 
 def sha256_hex(data: str | bytes) -> str:
@@ -101,9 +107,9 @@ def iter_chunks(
     splitter = SentenceSplitter(chunk_size=text_size, chunk_overlap=overlap, tokenizer=tokens.encode)
 
     index = 0
-    for section in sections:
-        metadata = {**section.metadata, **file_metadata}
-        for piece in pack_paragraphs(section.text, splitter.split_text, tokens.count, text_size):
+    for section_metadata, paragraphs in _runs(sections):
+        metadata = {**section_metadata, **file_metadata}
+        for piece in pack_paragraphs(paragraphs, splitter.split_text, tokens.count, text_size):
             for text in _fit(piece, metadata, embed_keys, tokens, budget):
                 content_hash = sha256_hex(text)
                 yield Chunk(
@@ -116,10 +122,26 @@ def iter_chunks(
                 index += 1
 
 
+def _runs(sections: Iterable[Section]) -> Iterator[tuple[dict[str, str | int | float], Iterator[str]]]:
+    """Each section with the sections joined to it: its metadata, and their paragraphs, lazily."""
+    starts = 0
+
+    def run_of(section: Section) -> int:
+        nonlocal starts
+        starts += not section.joined
+        return starts
+
+    for _, run in itertools.groupby(sections, run_of):
+        first = next(run)
+        # each run is packed to its end before groupby moves on to the next
+        texts = itertools.chain([first.text], (s.text for s in run))  # noqa: B031
+        yield first.metadata, (p for text in texts for p in text.split("\n\n"))
+
+
 def pack_paragraphs(
-    text: str, split: Callable[[str], list[str]], count: Callable[[str], int], size: int
+    paragraphs: Iterable[str], split: Callable[[str], list[str]], count: Callable[[str], int], size: int
 ) -> Iterator[str]:
-    """Paragraphs of ``text`` packed into pieces of about ``size`` tokens, lazily.
+    """``paragraphs`` packed into pieces of about ``size`` tokens, lazily.
 
     A piece ends before a paragraph that would overflow it, or after a paragraph that is a
     content-defined boundary once the piece is at least ``MIN_FILL`` full. Because the second rule
@@ -128,7 +150,7 @@ def pack_paragraphs(
     """
     piece: list[str] = []
     used = 0
-    for paragraph in text.split("\n\n"):
+    for paragraph in paragraphs:
         paragraph = paragraph.strip()
         if not paragraph:
             continue

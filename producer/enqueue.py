@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
 
 from config.messages import EMBED_TASK, Chunk, EmbedTask
-from config.settings import DEFAULT_IGNORE, QUEUE, Settings
+from config.settings import QUEUE, Settings
 from dropvec.errors import InputFileError, SkippedFile, UnreadableFile
 from dropvec.state import LIVE, Replaced, StateStore, Status
 from producer.chunk import doc_id_for, iter_chunks
+from producer.files import Signature, expand, file_sha256, open_for_writing, signature
 from producer.read import is_supported, read_sections
 from producer.tokens import load_window
 from workers.app import send_removal
@@ -27,35 +27,6 @@ log = logging.getLogger(__name__)
 
 #: Reason given for a file skipped because its content and model are those already indexed.
 UNCHANGED = "unchanged since it was last ingested"
-
-
-def is_ignored(path: Path, patterns: Sequence[str] = DEFAULT_IGNORE) -> bool:
-    """Whether ``path``'s name matches one of ``patterns`` (temporary, lock and hidden files)."""
-    return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in patterns)
-
-
-def expand(paths: Iterable[Path], ignore: Sequence[str] = DEFAULT_IGNORE) -> Iterator[Path]:
-    """Files named, and the files under folders named, in a stable order; symlinks not followed.
-
-    Inside folders, files and folders whose names match ``ignore`` are left out.
-    """
-    for path in paths:
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not is_ignored(Path(d), ignore))
-                for name in sorted(files):
-                    if not is_ignored(Path(name), ignore):
-                        yield Path(root) / name
-        else:
-            yield path
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -70,6 +41,8 @@ class FileOutcome:
 class IngestReport:
     run_id: str
     outcomes: list[FileOutcome]
+    #: Files not read because the producer was asked to stop; the next pass takes them.
+    not_read: int = 0
 
     @property
     def chunks(self) -> int:
@@ -86,11 +59,15 @@ class IngestReport:
 class Producer:
     """Brings the store in line with files on disk. One instance per process; reusable across runs."""
 
-    def __init__(self, settings: Settings, app: Celery, state: StateStore) -> None:
+    def __init__(
+        self, settings: Settings, app: Celery, state: StateStore, stop: threading.Event | None = None
+    ) -> None:
         self.settings = settings
         self.app = app
         self.state = state
         self.window = load_window(settings.embed_model_path)
+        #: Set (by a signal handler, say) to end a pass after the file being read.
+        self.stop = stop or threading.Event()
 
     def ingest(
         self, paths: Iterable[Path], *, deleted: Iterable[Path] = (), force: bool = False
@@ -100,6 +77,8 @@ class Producer:
         New and changed files are queued, unchanged ones skipped. A file indexed under one of these
         paths that is no longer on disk is removed, unless a new file has its exact content: that
         one is a rename, and takes over the old file's vectors before the old chunks go.
+
+        Once ``stop`` is set, the file being read is finished and the pass ends there.
         """
         run_id = uuid.uuid4().hex
         self.state.start_run(run_id)
@@ -107,7 +86,13 @@ class Producer:
         present = list(dict.fromkeys(expand((r for r in roots if r.exists()), self.settings.ignore)))
         gone = self._gone([*roots, *(p.absolute() for p in deleted)], set(present))
         known = {record.get("path", "") for record in gone.values()}
-        outcomes = [self.ingest_file(path, run_id, force=force, renamed_from=gone) for path in present]
+        busy = open_for_writing(set(present))
+        outcomes: list[FileOutcome] = []
+        for done, path in enumerate(present):
+            if self.stop.is_set():
+                log.info("stopped: %d file(s) not read", len(present) - done)
+                return IngestReport(run_id, outcomes, not_read=len(present) - done)
+            outcomes.append(self.ingest_file(path, run_id, force=force, renamed_from=gone, busy=busy))
         for root in roots:
             if not root.exists() and not any(p == str(root) or p.startswith(f"{root}/") for p in known):
                 outcomes.append(self.ingest_file(root, run_id))  # named, yet neither there nor indexed
@@ -140,11 +125,16 @@ class Producer:
         *,
         force: bool = False,
         renamed_from: dict[str, dict[str, str]] | None = None,
+        busy: set[Path] | frozenset[Path] = frozenset(),
     ) -> FileOutcome:
         """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready.
 
         ``renamed_from``: records of files gone from disk; one with this file's content is taken
-        over (and taken out of the mapping) as this file's previous name.
+        over (and taken out of the mapping) as this file's previous name. ``busy``: files some
+        process holds open for writing (skipped: they are read once complete).
+
+        A file deleted while it is read is removed; one that changes while it is read is skipped
+        (the watcher reads it again once it settles). Either way no task of it is sent after that.
         """
         path = path.absolute()
         if not _is_utf8(path):
@@ -154,6 +144,9 @@ class Producer:
         sha = moved_from = ""
         replaces: list[Replaced] = []
         try:
+            if path in busy:
+                raise SkippedFile(path, "open for writing by another process: still being written")
+            before = signature(path)
             sha = self._hash(path)
             previous = self.state.get_file(doc_id)
             if not force and _holds(previous, sha, self.settings.model_key):
@@ -178,6 +171,7 @@ class Producer:
             )
             with self.app.producer_or_acquire() as publisher:
                 for batch in batches:
+                    _unchanged_since(path, before)
                     self._wait_for_room()
                     if tasks == 0:
                         self.state.file_started(
@@ -193,6 +187,7 @@ class Producer:
                     )
                     chunks += len(batch)
                     tasks += 1
+            _unchanged_since(path, before)
             if tasks == 0:
                 raise SkippedFile(path, "no text to index")
         except InputFileError as exc:
@@ -218,15 +213,18 @@ class Producer:
     ) -> FileOutcome:
         """A file skipped or failed here. Unless it is unchanged, its older chunks are removed:
         what is searchable is what the folder holds now."""
-        if isinstance(exc, NoSuchFile) and (record := self.state.get_file(doc_id)):
-            return self._remove_gone(doc_id, record)  # deleted while this pass ran
+        gone = isinstance(exc, (NoSuchFile, Vanished))
+        if gone and (record := self.state.get_file(doc_id)):
+            # deleted while this pass ran: what its new version was to replace goes too
+            self._send_removals(str(path), [r for r in replaces if r.doc_id != doc_id])
+            return self._remove_gone(doc_id, record)
         status: Status = "skipped" if isinstance(exc, SkippedFile) else "failed"
         unchanged = exc.reason == UNCHANGED
         previous = 0 if unchanged else int(self.state.get_file(doc_id).get("generation") or 0)
         self.state.file_ended_early(
             run_id, doc_id, path=str(path), status=status, reason=exc.reason, sha256=sha,
             model=self.settings.model_key, generation=generation or previous, started=started,
-            keep_file_state=unchanged or isinstance(exc, NoSuchFile), listed=not unchanged,
+            keep_file_state=unchanged or gone, listed=not unchanged,
         )  # fmt: skip
         if not unchanged and (previous or generation):
             own = Replaced(doc_id, max(previous, generation) + 1)
@@ -300,6 +298,19 @@ def _is_utf8(path: Path) -> bool:
 
 class NoSuchFile(UnreadableFile):
     """A path named to ingest that is not there (and was not indexed either)."""
+
+
+class Vanished(SkippedFile):
+    """A file deleted while it was read."""
+
+
+def _unchanged_since(path: Path, before: Signature | None) -> None:
+    """Raise if the file went away or was written to since ``before`` (taken before it was read)."""
+    now = signature(path)
+    if now is None:
+        raise Vanished(path, "deleted while it was read")
+    if now != before:
+        raise SkippedFile(path, "changed while it was read: still being written?")
 
 
 def _holds(record: dict[str, str], sha: str, model: str) -> bool:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from llama_index.core.readers.base import BaseReader
@@ -63,6 +64,11 @@ READERS: dict[str, Callable[[], BaseReader] | None] = {
 KEPT_READER_METADATA = ("page_label", "header_path")
 
 
+#: Plain text files larger than this are read block by block, this many bytes at a time.
+STREAM_BLOCK_BYTES = 4 * 2**20
+#: Text running on this long without a paragraph break is cut, at a line end or space.
+MAX_PARAGRAPH_CHARS = 2**20
+
 #: A .docx may inflate to at most this many times its size (a zip bomb inflates thousands of times).
 MAX_ZIP_RATIO = 100
 #: ... and to at most this many bytes in all.
@@ -89,20 +95,27 @@ def check_zip(path: Path) -> None:
 
 
 def decode_text(data: bytes, path: Path) -> str:
-    """The text of ``data``, without NUL characters; binary data is refused."""
-    text = _decode(data, path)
-    nuls = text.count("\x00")
-    if nuls > len(text) // 10:
+    """The text of ``data`` (a whole file), without NUL characters; binary data is refused."""
+    return _clean(data.decode(detect_encoding(data, path)), path)
+
+
+def _clean(text: str, path: Path) -> str:
+    """``text`` without NULs and BOMs; mostly NULs means binary data, refused."""
+    if text.count("\x00") > len(text) // 10:
         raise UnreadableFile(path, "binary data, not text")
-    return text.replace("\x00", "") if nuls else text
+    return text.replace("\x00", "").replace("\ufeff", "")
 
 
-def _decode(data: bytes, path: Path) -> str:
-    """UTF-8 (with or without BOM) first, then a detected encoding."""
+def detect_encoding(data: bytes, path: Path, *, whole: bool = True) -> str:
+    """UTF-16 by its BOM, UTF-8 (with or without BOM), else a detected encoding.
+
+    ``whole``: ``data`` is the whole file; else its first block, whose last character may be cut.
+    """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+        return "utf-16"
     try:
-        return data.decode("utf-8-sig")
+        codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=whole)
+        return "utf-8-sig"
     except UnicodeDecodeError:
         pass
     if b"\x00" in data[:8192]:
@@ -116,15 +129,57 @@ def _decode(data: bytes, path: Path) -> str:
         tied = (m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence))
         best = next((m for m in tied if m.encoding == "cp1252"), best)
     if best is not None and best.coherence > 0:
-        return str(best)
+        return str(best.encoding)
     # No language recognised: Windows-1252, the usual legacy encoding of Western text, if it fits.
     try:
-        return data.decode("cp1252")
+        data.decode("cp1252")
+        return "cp1252"
     except UnicodeDecodeError:
         pass
     if best is None:
         raise UnreadableFile(path, "not valid text in any known encoding")
-    return str(best)
+    return str(best.encoding)
+
+
+def text_sections(path: Path) -> Iterator[Section]:
+    """A plain text file as sections: one, or for a large file, blocks read one at a time.
+
+    Blocks end at a paragraph break (or, in a paragraph longer than MAX_PARAGRAPH_CHARS, at a line
+    end or space) and are joined again by the chunker, so memory stays bounded at any file size.
+    The encoding is detected on the first block; bytes that do not fit it later are replaced.
+    """
+    with path.open("rb") as f:
+        head = f.read(STREAM_BLOCK_BYTES + 1)
+    if len(head) <= STREAM_BLOCK_BYTES:
+        return iter([Section(decode_text(head, path))])
+    return _text_blocks(path, detect_encoding(head, path, whole=False))
+
+
+def _text_blocks(path: Path, encoding: str) -> Iterator[Section]:
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    carry, joined = "", False
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(STREAM_BLOCK_BYTES), b""):
+                text = carry + _clean(decoder.decode(block), path)
+                cut = _seam(text)
+                yield Section(text[:cut], joined=joined)
+                carry, joined = text[cut:], True
+    except OSError as exc:
+        raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from exc
+    tail = carry + _clean(decoder.decode(b"", final=True), path)
+    if tail:
+        yield Section(tail, joined=True)
+
+
+def _seam(text: str) -> int:
+    """Where a block's text ends: after its last paragraph break within reach of the end."""
+    reach = max(0, len(text) - MAX_PARAGRAPH_CHARS)
+    for separator in ("\n\n", "\n", " "):
+        at = text.rfind(separator, reach)
+        if at >= 0:
+            return at + len(separator)
+    return len(text)
 
 
 def _last_attempt(exc: BaseException) -> BaseException:
@@ -134,8 +189,12 @@ def _last_attempt(exc: BaseException) -> BaseException:
     return inner if isinstance(inner, BaseException) else exc
 
 
-def read_sections(path: Path) -> list[Section]:
-    """Read ``path`` into sections. Raises SkippedFile or UnreadableFile with a one-line reason."""
+def read_sections(path: Path) -> Iterator[Section]:
+    """Read ``path`` into sections; a large plain text file is read as they are taken.
+
+    Raises SkippedFile or UnreadableFile with a one-line reason (a large text file: possibly while
+    its sections are taken).
+    """
     suffix = path.suffix.lower()
     if suffix not in READERS:
         raise SkippedFile(path, f"unsupported file type {suffix or '(no extension)'}")
@@ -144,7 +203,7 @@ def read_sections(path: Path) -> list[Section]:
         check_zip(path)
     try:
         if make_reader is None:
-            return [Section(decode_text(path.read_bytes(), path))]
+            return text_sections(path)
         documents = make_reader().load_data(path)
     except (SkippedFile, UnreadableFile):
         raise
@@ -152,12 +211,10 @@ def read_sections(path: Path) -> list[Section]:
         log.debug("reader failed on %s", path, exc_info=True)
         cause = _last_attempt(exc)
         raise UnreadableFile(path, f"cannot read {suffix[1:]}: {type(cause).__name__}: {cause}") from exc
-    sections = []
-    for doc in documents:
-        meta = {
-            k: v
-            for k, v in doc.metadata.items()
-            if k in KEPT_READER_METADATA and isinstance(v, (str, int, float))
-        }
-        sections.append(Section(doc.text.replace("\x00", "").replace("\ufeff", ""), meta))
-    return sections
+    return (Section(_clean(doc.text, path), _kept(doc.metadata)) for doc in documents)
+
+
+def _kept(metadata: dict[str, object]) -> dict[str, str | int | float]:
+    return {
+        k: v for k, v in metadata.items() if k in KEPT_READER_METADATA and isinstance(v, (str, int, float))
+    }

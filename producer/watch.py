@@ -11,72 +11,48 @@ recognised as a move.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import psutil
 from watchfiles import Change, watch
 
 from config.settings import DEFAULT_IGNORE
-from producer.enqueue import expand, is_ignored
+from producer.files import Signature, expand, is_ignored, open_for_writing, signature
 
 log = logging.getLogger(__name__)
 
 #: Longest a deletion waits for other files to settle before it is passed on alone.
 MAX_DELETE_HOLD_SECONDS = 10.0
-#: Whether open file modes can be read (psutil reports them on Linux only).
-WRITERS_VISIBLE = sys.platform.startswith("linux")
-_WRITE_MODES = ("w", "a", "r+", "a+", "w+")
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def open_for_writing(paths: set[Path]) -> set[Path]:
-    """Those of ``paths`` that some process we may inspect holds open for writing."""
-    if not paths or not WRITERS_VISIBLE:
-        return set()
-    wanted = {str(p) for p in paths}
-    busy: set[Path] = set()
-    for proc in psutil.process_iter():
-        try:
-            files = proc.open_files()
-        except (psutil.Error, OSError):
-            continue
-        busy.update(Path(f.path) for f in files if f.path in wanted and f.mode in _WRITE_MODES)
-    return busy
+#: A batch the producer could not take (Redis down, say) is offered again this much later.
+RETRY_SECONDS = 5.0
 
 
 def watch_folder(
     folder: Path,
-    on_change: Callable[[list[Path], list[Path]], None],
+    on_change: Callable[[list[Path], list[Path]], bool],
     stop: threading.Event,
     settle_seconds: float = 0.5,
     ignore: Sequence[str] = DEFAULT_IGNORE,
-    on_ready: Callable[[], None] | None = None,
+    on_ready: Callable[[], bool] | None = None,
 ) -> None:
     """Call ``on_change(settled, deleted)`` for paths under ``folder`` (recursively) until ``stop``.
 
     ``settled`` are files added or changed (or in a folder moved in), ready to read; ``deleted`` are
-    paths gone (a deleted folder is one path). ``on_ready`` is called once the watch is in place
-    (the place to reconcile the folder: nothing that happens from then on is missed).
+    paths gone (a deleted folder is one path). ``on_change`` returns False if it could not take
+    them (a service is down): they are offered again ``RETRY_SECONDS`` later. ``on_ready`` is
+    called once the watch is in place (the place to reconcile the folder: nothing that happens
+    from then on is missed); if it returns False, the whole folder is offered again later.
     """
-    pending: dict[Path, tuple[tuple[int, int] | None, float]] = {}
+    pending: dict[Path, tuple[Signature | None, float]] = {}
     deleted: dict[Path, float] = {}
     for changes in watch(
         folder, stop_event=stop, yield_on_timeout=True, rust_timeout=100, step=50, debounce=1600
     ):
-        if on_ready is not None:
-            on_ready()
-            on_ready = None
+        if on_ready is not None and not on_ready():
+            pending[folder] = (signature(folder), time.monotonic() + RETRY_SECONDS)  # reconcile later
+        on_ready = None
         now = time.monotonic()
         for change, raw in changes:
             path = Path(raw)
@@ -89,25 +65,28 @@ def watch_folder(
                 deleted.pop(path, None)
                 # a folder (moved in, say) is not read as a whole: each file in it settles alone
                 for file in expand([path], ignore) if path.is_dir() else [path]:
-                    pending[file] = (_signature(file), now)
+                    pending[file] = (signature(file), now)
         ready = _settled(pending, now, settle_seconds)
         oldest = min(deleted.values(), default=now)
         if deleted and (not pending or now - oldest > MAX_DELETE_HOLD_SECONDS):
             gone, deleted = [p for p in deleted if not p.exists()], {}
         else:
             gone = []
-        if ready or gone:
+        if (ready or gone) and not stop.is_set():
             log.info("settled: %s; deleted: %s", [p.name for p in ready], [p.name for p in gone])
-            on_change(sorted(ready), sorted(gone))
+            if not on_change(sorted(ready), sorted(gone)):
+                later = time.monotonic() + RETRY_SECONDS
+                pending.update((p, (signature(p), later)) for p in ready if p not in pending)
+                deleted.update((p, later) for p in gone if p not in deleted)
 
 
 def _settled(
-    pending: dict[Path, tuple[tuple[int, int] | None, float]], now: float, quiet: float
+    pending: dict[Path, tuple[Signature | None, float]], now: float, quiet: float
 ) -> list[Path]:
     """Take out of ``pending`` the paths that are settled; restart the clock of those that moved."""
     quiet_enough = []
     for path, (sig, since) in list(pending.items()):
-        current = _signature(path)
+        current = signature(path)
         if current is None:
             del pending[path]
         elif current != sig:

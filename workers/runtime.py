@@ -12,7 +12,7 @@ from config.settings import Settings
 from dropvec.state import FILE_INDEXED, StateStore
 from workers.embed import embedding_dim, load_embedder
 from workers.loop import LoopThread
-from workers.store import ChunkWriter, open_store
+from workers.store import ChunkWriter, ensure_collection, open_store
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +27,20 @@ class WorkerRuntime:
         self.settings = settings
         self.embedder = load_embedder(settings)
         self.dim = embedding_dim(self.embedder)
+        self.state = StateStore.from_url(settings.redis_url)
+        if ensure_collection(settings, self.dim):
+            self.state.forget_stored(settings.collection)
         self.loop = LoopThread()
         self.writer = self.loop.run(self._open_writer(), timeout=120)
-        self.state = StateStore.from_url(settings.redis_url)
 
     async def _open_writer(self) -> ChunkWriter:
-        return ChunkWriter(open_store(self.settings, self.dim, use_async=True), self.settings)
+        return ChunkWriter(open_store(self.settings, None, use_async=True), self.settings)
 
     def process(self, task: EmbedTask) -> int:
         """Write the task's chunks, embedding only those whose vector is not stored already.
 
-        Vectors are reused by embed hash (model and exact text), from any file. What must be
+        Vectors are reused by embed hash (model and exact text), from any file; Milvus is asked
+        only for hashes that Redis has seen written (``StateStore.may_be_stored``). What must be
         embedded is embedded batch by batch, each batch written while the next one embeds. When
         this task completes its file's version, the versions it replaces are removed.
         """
@@ -51,7 +54,8 @@ class WorkerRuntime:
             to_node(c, doc_id, generation=generation, embed_hash=h)
             for c, h in zip(task.chunks, hashes, strict=True)
         ]
-        vectors = self.loop.run(self.writer.stored_vectors(sorted(set(hashes))), WRITE_TIMEOUT_SECONDS)
+        known = self.state.may_be_stored(self.settings.collection, sorted(set(hashes)))
+        vectors = self.loop.run(self.writer.stored_vectors(known), WRITE_TIMEOUT_SECONDS) if known else {}
         todo = {h: text for h, text in zip(hashes, texts, strict=True) if h not in vectors}
         pending = []
 
@@ -70,6 +74,7 @@ class WorkerRuntime:
             vectors.update(zip(batch, embedded, strict=True))
             write(set(batch))
         written = sum(f.result(WRITE_TIMEOUT_SECONDS) for f in pending)
+        self.state.add_stored(self.settings.collection, todo)
         if not self.state.is_current(doc_id, generation):
             # replaced or deleted while this task wrote: its rows must not outlive that
             self.loop.run(self.writer.delete_ids([n.node_id for n in nodes]), WRITE_TIMEOUT_SECONDS)

@@ -66,13 +66,14 @@ LOOKUP_ROUNDS = 3
 QUERY_LIMIT = 16_384
 
 
-def ensure_collection(settings: Settings, dim: int) -> None:
-    """Create the collection if missing; refuse one whose vectors or fields do not fit."""
+def ensure_collection(settings: Settings, dim: int) -> bool:
+    """Create the collection if missing (True if this call did); refuse one whose vectors or
+    fields do not fit."""
     client = milvus_client(settings)
     try:
         if client.has_collection(settings.collection):
             _check_collection(settings, client.describe_collection(settings.collection)["fields"], dim)
-            return
+            return False
         schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
         schema.add_field(ID, DataType.VARCHAR, max_length=65_535, is_primary=True)
         schema.add_field(DOC_ID, DataType.VARCHAR, max_length=65_535)
@@ -88,13 +89,14 @@ def ensure_collection(settings: Settings, dim: int) -> None:
             if not client.has_collection(settings.collection):
                 raise
             _wait_until_loaded(client, settings.collection)  # another worker is creating it
-            return
+            return False
         index = client.prepare_index_params()
         index.add_index(EMBEDDING, index_type=settings.index_type, metric_type=settings.metric)
         client.create_index(settings.collection, index)
         for field in (DOC_ID, EMBED_HASH):
             _index_scalar(client, settings.collection, field)
         client.load_collection(settings.collection)
+        return True
     finally:
         client.close()
 

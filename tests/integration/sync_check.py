@@ -11,7 +11,7 @@ from pymilvus import MilvusClient
 from dropvec.errors import InputFileError
 from dropvec.state import StateStore
 from producer.chunk import doc_id_for, iter_chunks
-from producer.enqueue import expand
+from producer.files import expand
 from producer.read import read_sections
 from producer.tokens import load_window
 from tests.integration.conftest import Stack, wait_for

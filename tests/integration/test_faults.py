@@ -1,6 +1,6 @@
 """Faults: a worker killed mid-task, Milvus down for 30 s, Redis restarted, the producer killed
-mid-enqueue. After each, every expected chunk is in Milvus exactly once and no file is left in
-progress. Recovery times are printed (``pytest -s``)."""
+mid-enqueue, a burst of 10,000 files. After each, every expected chunk is in Milvus exactly once
+and no file is left in progress. Recovery times are printed (``pytest -s``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from config.settings import QUEUE
 from dropvec.cli import _live_workers
 from dropvec.stack import Service, start_milvus, start_redis, start_workers
 from dropvec.state import StateStore
@@ -136,3 +139,51 @@ def test_a_producer_killed_mid_enqueue_is_caught_up_by_the_next_run(own: Stack) 
     wait_settled(own, folder)
     report("a producer killed mid-enqueue (second run)", time.monotonic() - t0)
     assert os.path.exists(folder / "essay.txt")
+
+
+def test_a_burst_of_10000_small_files_is_absorbed_within_the_queue_limit(own: Stack) -> None:
+    # Given 10,000 small files dropped at once, and a queue limit well below that
+    folder = own.root / "burst"
+    for i in range(BURST_FILES):
+        sub = folder / f"d{i // 1000}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"n{i:05d}.txt").write_text(f"Note {i}: {uuid.uuid4().hex} was dropped in a burst.")
+    depths = QueueDepths(own)
+    # When they are ingested
+    t0 = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "dropvec", "ingest", str(folder), "--wait", "--timeout", "1200"],
+        env={**own.env, "DROPVEC_MAX_QUEUE_DEPTH": str(BURST_QUEUE_LIMIT)},
+        capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    depths.stop()
+    # Then every file is indexed, the queue never held more than its limit, and every chunk is
+    # stored exactly once
+    assert result.returncode == 0, result.stderr
+    assert f"indexed {BURST_FILES} file(s)" in result.stdout
+    assert depths.deepest <= BURST_QUEUE_LIMIT
+    wait_settled(own, folder)
+    print(f"\n{BURST_FILES} files indexed in {time.monotonic() - t0:.0f} s; deepest queue {depths.deepest}")
+
+
+BURST_FILES = 10_000
+BURST_QUEUE_LIMIT = 100
+
+
+class QueueDepths(threading.Thread):
+    """The deepest the task queue gets, sampled every 50 ms."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(daemon=True)
+        self.redis = StateStore.from_url(stack.settings.redis_url).r
+        self.deepest = 0
+        self.done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            self.deepest = max(self.deepest, int(self.redis.llen(QUEUE)))  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()

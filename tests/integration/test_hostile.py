@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from pypdf import PdfWriter
 from dropvec.state import StateStore
 from producer.chunk import doc_id_for
 from tests.corpus import PUBLIC
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +133,81 @@ def test_hostile_files_each_end_with_a_reason_and_no_garbage_is_stored(stack: St
     assert "Título" in text_of["bom.md"][0]
     assert len(text_of["oneline.txt"]) > 1000
     assert int(state.get_file(doc_id_for(str(folder / "oneline.txt")))["chunks_embedded"]) < 50
+
+
+def big_text(path: Path, megabytes: int) -> None:
+    """Text that streams in several blocks; its chunks repeat, so their vectors are reused."""
+    path.write_text(("\n\n".join([SENTENCE * 4] * 1000) + "\n\n") * megabytes * 4)
+
+
+def rows_of(stack: Stack, path: Path) -> int:
+    client = MilvusClient(uri=stack.settings.milvus_uri)
+    try:
+        rows = client.query(
+            stack.settings.collection, filter=f'file_path == "{path}"', output_fields=["id"],
+            limit=16384, consistency_level="Strong",
+        )  # fmt: skip
+    finally:
+        client.close()
+    return len(rows)
+
+
+@pytest.mark.parametrize("change", ["deleted", "appended to"])
+def test_a_file_deleted_or_changed_while_it_is_read_leaves_nothing_behind(stack: Stack, change: str) -> None:
+    # Given a large text file being read and queued by the producer
+    folder = stack.root / f"while-read-{change.split()[0]}"
+    folder.mkdir()
+    path = folder / "big.txt"
+    big_text(path, 12)
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "dropvec", "ingest", str(path)], env=stack.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    state = StateStore.from_url(stack.settings.redis_url)
+    started = lambda: state.get_file(doc_id_for(str(path))).get("status") == "queued"  # noqa: E731
+    wait_for(started, 120, "its first task", 0.05)
+    # When the file is deleted (or written to) before it has been read to its end
+    if change == "deleted":
+        path.unlink()
+    else:
+        with path.open("a") as f:
+            f.write("One more line.\n")
+    stdout, stderr = producer.communicate(timeout=300)
+    # Then the producer stops sending it, says why, and none of its chunks stays in Milvus
+    record = state.get_file(doc_id_for(str(path)))
+    if change == "deleted":
+        assert "removed 1" in stdout and not record, (stdout, stderr, record)
+    else:
+        assert f"skipped {path}: changed while it was read" in stderr, (stdout, stderr)
+        assert record["status"] == "skipped"
+    wait_for(lambda: rows_of(stack, path) == 0, 120, "its chunks to be removed", 1)
+
+
+def test_a_file_held_open_by_its_writer_is_skipped_until_it_is_closed(stack: Stack) -> None:
+    # Given a file that a program is still writing, and keeps open
+    path = stack.root / "growing.txt"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "open"
+    # When it is ingested, it is skipped with the reason
+    first = stack.dropvec("ingest", str(path))
+    assert f"skipped {path}: open for writing by another process" in first.stderr, first.stderr
+    # Once its writer has closed it, it is indexed whole
+    writer.communicate("done\n", timeout=30)
+    second = stack.dropvec("ingest", str(path), "--wait", "--timeout", "120")
+    assert second.returncode == 0, second.stderr
+    record = StateStore.from_url(stack.settings.redis_url).get_file(doc_id_for(str(path)))
+    assert record["status"] == "indexed"
+
+
+#: Writes a file in two parts, keeping it open in between until told to finish.
+WRITER = """
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write("The first part, written before the ingest. " * 20)
+    f.flush()
+    print("open", flush=True)
+    sys.stdin.readline()
+    f.write("The second part, written after. " * 20)
+"""

@@ -92,3 +92,14 @@ def test_a_failed_task_fails_its_file_once_with_the_reason(state: StateStore) ->
     p = state.progress(run)
     assert (p.files_failed, p.finished) == (1, True)
     assert p.problems == [{"path": f"/in/{doc}.txt", "status": "failed", "reason": "MilvusException: gone"}]
+
+
+def test_only_hashes_written_are_looked_up_in_milvus(state: StateStore) -> None:
+    collection = f"c{uuid.uuid4().hex}"
+    written, other = uuid.uuid4().hex, uuid.uuid4().hex
+    assert state.may_be_stored(collection, [written, other]) == []
+    state.add_stored(collection, [written])
+    assert state.may_be_stored(collection, [other, written]) == [written]
+    assert state.may_be_stored(f"{collection}-else", [written]) == []
+    state.forget_stored(collection)
+    assert state.may_be_stored(collection, [written]) == []

@@ -8,7 +8,7 @@ import pytest
 
 from config.messages import embed_hash
 from config.settings import Settings
-from producer.enqueue import expand, is_ignored
+from producer.files import expand, is_ignored
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ def test_plain_text_in_several_encodings(tmp_path: Path) -> None:
         "latin1.txt": text.replace("—", "-").encode("latin-1"),
     }.items():
         (tmp_path / name).write_bytes(data)
-        [section] = read_sections(tmp_path / name)
+        [section] = list(read_sections(tmp_path / name))
         assert "déjà vu" in section.text, name
 
 
@@ -49,10 +49,10 @@ def test_a_corrupt_pdf_fails_with_a_one_line_reason(tmp_path: Path) -> None:
 def test_docx_csv_markdown_and_html_are_read(tmp_path: Path) -> None:
     html = tmp_path / "page.html"
     html.write_text("<html><head><title>t</title></head><body><p>Hello from HTML body.</p></body></html>")
-    assert "Hello from HTML body." in read_sections(html)[0].text
+    assert "Hello from HTML body." in next(read_sections(html)).text
     docx = next((PUBLIC / "docx").rglob("single-paragraph.docx"))
-    assert read_sections(docx)[0].text.strip()
+    assert next(read_sections(docx)).text.strip()
     csv = PUBLIC / "csv" / "seaborn-data" / "iris.csv"
-    assert "setosa" in read_sections(csv)[0].text
+    assert "setosa" in next(read_sections(csv)).text
     md = next((PUBLIC / "md").rglob("*.md"))
     assert any(s.text.strip() for s in read_sections(md))
