@@ -11,15 +11,26 @@ therefore agree, token for token, on the text the model sees.
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Annotated, Literal
 
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 #: Celery task name of the embed-and-write task.
 EMBED_TASK = "dropvec.embed_chunks"
 #: Celery task name of the task that removes a file's chunks from the store.
 REMOVE_TASK = "dropvec.remove_chunks"
+
+
+#: Caps on a message: a worker refuses (and drops) one past them before doing anything with it.
+MAX_CHUNKS_PER_TASK = 1024
+#: So that a chunk's UTF-8 always fits Milvus's VARCHAR limit (65,535 bytes) that its text is stored in.
+MAX_CHUNK_CHARS = 16_383
+MAX_TASK_TEXT_CHARS = 8 * 2**20
+MAX_PATH_CHARS = 4096
+MAX_METADATA_ITEMS = 32
+
+Short = Annotated[str, StringConstraints(max_length=MAX_PATH_CHARS)]
 
 
 def embed_hash(model_key: str, embedded_text: str) -> str:
@@ -30,11 +41,11 @@ def embed_hash(model_key: str, embedded_text: str) -> str:
 class Chunk(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(description="Deterministic chunk id: file identity, position and content")
+    id: Short = Field(description="Deterministic chunk id: file identity, position and content")
     index: int = Field(ge=0, description="Position of the chunk in its file")
-    text: str
-    metadata: dict[str, str | int | float] = Field(default_factory=dict)
-    embed_keys: tuple[str, ...] = Field((), description="Metadata keys embedded with the text")
+    text: str = Field(max_length=MAX_CHUNK_CHARS)
+    metadata: dict[Short, Short | int | float] = Field(default_factory=dict, max_length=MAX_METADATA_ITEMS)
+    embed_keys: tuple[Short, ...] = Field((), description="Metadata keys embedded with the text")
 
 
 class EmbedTask(BaseModel):
@@ -43,12 +54,18 @@ class EmbedTask(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     version: Literal[2] = 2
-    run_id: str = Field(description="The ingest run this task belongs to (progress, failures)")
-    doc_id: str = Field(description="Identity of the source file")
+    run_id: Short = Field(description="The ingest run this task belongs to (progress, failures)")
+    doc_id: Short = Field(description="Identity of the source file")
     generation: int = Field(ge=1, description="The file version; a task of a replaced version is dropped")
-    file_path: str
+    file_path: Short
     task_index: int = Field(ge=0, description="Position of this task among its file's tasks")
-    chunks: list[Chunk] = Field(min_length=1)
+    chunks: list[Chunk] = Field(min_length=1, max_length=MAX_CHUNKS_PER_TASK)
+
+    @model_validator(mode="after")
+    def _text_capped(self) -> EmbedTask:
+        if sum(len(c.text) for c in self.chunks) > MAX_TASK_TEXT_CHARS:
+            raise ValueError(f"the chunks hold more than {MAX_TASK_TEXT_CHARS} characters of text")
+        return self
 
 
 class RemoveTask(BaseModel):
@@ -57,8 +74,8 @@ class RemoveTask(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     version: Literal[2] = 2
-    doc_id: str
-    file_path: str = Field(description="For logs and error reports only")
+    doc_id: Short
+    file_path: Short = Field(description="For logs and error reports only")
     below_generation: int = Field(ge=1)
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from config.messages import MAX_CHUNKS_PER_TASK
 
 #: Celery queue the producer publishes to and workers consume.
 QUEUE = "dropvec"
@@ -41,6 +44,15 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis broker and state store")
     milvus_uri: str = Field("http://127.0.0.1:19530", description="Milvus server URI")
     milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password)")
+    redis_tls_ca_file: Path | None = Field(
+        None, description="rediss:// only: CA bundle the server's certificate is checked against"
+    )
+    redis_tls_cert_file: Path | None = Field(None, description="rediss:// only: client certificate")
+    redis_tls_key_file: Path | None = Field(None, description="rediss:// only: client certificate's key")
+    milvus_tls_ca_file: Path | None = Field(
+        None, description="https:// Milvus only: CA or certificate its server's is checked against"
+    )
+    milvus_tls_server_name: str = Field("", description="https:// Milvus only: name on its certificate")
     collection: str = Field("dropvec", description="Milvus collection name")
     metric: Literal["COSINE", "IP", "L2"] = "COSINE"
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
@@ -65,7 +77,7 @@ class Settings(BaseSettings):
     embed_metadata_keys: tuple[str, ...] = Field(
         (), description='File metadata embedded with each chunk, e.g. ["file_name"]'
     )
-    chunks_per_task: int = Field(32, ge=1)
+    chunks_per_task: int = Field(32, ge=1, le=MAX_CHUNKS_PER_TASK)
     max_file_bytes: int = Field(100 * 2**20, ge=1, description="Larger files are skipped, with that reason")
     max_queue_depth: int = Field(
         1000, ge=1, description="Tasks waiting in the queue past which the producer waits (back-pressure)"
@@ -135,6 +147,30 @@ class Settings(BaseSettings):
         return parts.hostname or "127.0.0.1", parts.port or 6379
 
     @property
+    def redis_tls(self) -> dict[str, object]:
+        """TLS options for redis-py and Celery's Redis transport; none unless the URL is rediss://."""
+        if urlsplit(self.redis_url).scheme != "rediss":
+            return {}
+        options: dict[str, object] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        files = {
+            "ssl_ca_certs": self.redis_tls_ca_file,
+            "ssl_certfile": self.redis_tls_cert_file,
+            "ssl_keyfile": self.redis_tls_key_file,
+        }
+        options.update({k: str(v) for k, v in files.items() if v is not None})
+        return options
+
+    @property
+    def milvus_connection(self) -> dict[str, Any]:
+        """URI, token and TLS options for every Milvus client (pymilvus and llama-index alike)."""
+        options: dict[str, Any] = {"uri": self.milvus_uri, "token": self.milvus_token.get_secret_value()}
+        if self.milvus_tls_ca_file is not None:
+            options["server_pem_path"] = str(self.milvus_tls_ca_file)
+        if self.milvus_tls_server_name:
+            options["server_name"] = self.milvus_tls_server_name
+        return options
+
+    @property
     def milvus_host_port(self) -> tuple[str, int] | None:
         """Host and port of a networked Milvus URI, or None for a local ``.db`` file."""
         parts = urlsplit(self.milvus_uri)
@@ -145,7 +181,7 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """These settings as ``DROPVEC_*`` variables, for child processes."""
         env = {}
-        for name, value in self.model_dump(mode="json").items():
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
             if name == "milvus_token":
                 value = self.milvus_token.get_secret_value()
             env[f"DROPVEC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)

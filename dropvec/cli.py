@@ -65,7 +65,7 @@ def _producer(settings: Settings, stop: threading.Event | None = None) -> Any:
     from producer.enqueue import Producer
     from workers.app import create_app
 
-    return Producer(settings, create_app(settings), StateStore.from_url(settings.redis_url), stop)
+    return Producer(settings, create_app(settings), StateStore.from_settings(settings), stop)
 
 
 def _stop_handler(stop: threading.Event) -> Callable[[int, Any], None]:
@@ -149,7 +149,7 @@ def retry_failed(
     def failed_paths() -> list[Path]:
         from dropvec.state import StateStore
 
-        records = StateStore.from_url(settings.redis_url).iter_files()
+        records = StateStore.from_settings(settings).iter_files()
         paths = [Path(r["path"]) for r in records if r.get("status") == "failed"]
         out.print(f"{len(paths)} failed file(s) to retry", highlight=False)
         return paths
@@ -182,7 +182,7 @@ def _ingest(
 def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:
     from dropvec.state import StateStore
 
-    state = StateStore.from_url(settings.redis_url)
+    state = StateStore.from_settings(settings)
     if not _live_workers(settings):
         err.print("[yellow]no worker is running yet: tasks wait in the queue until one starts[/yellow]")
     deadline = time.monotonic() + timeout if timeout else float("inf")
@@ -251,7 +251,7 @@ def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]
     from dropvec.state import StateStore
     from workers.store import count_entities
 
-    r = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    r = redis.Redis.from_url(settings.redis_url, socket_timeout=5, **settings.redis_tls)
     try:
         r.ping()
     except redis.RedisError as exc:
@@ -261,7 +261,7 @@ def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]
     except Exception as exc:  # noqa: BLE001 - any client failure means the same thing to the user
         raise DropvecError(f"Milvus at {settings.milvus_uri} is unreachable: {exc}") from exc
     workers = _live_workers(settings)
-    state = StateStore.from_url(settings.redis_url)
+    state = StateStore.from_settings(settings)
     records = [_file_view(f) for f in state.iter_files()]
     totals = {s: 0 for s in ("queued", "indexing", "indexed", "skipped", "failed")}
     for record in records:

@@ -174,7 +174,7 @@ def start_redis(settings: Settings, data_dir: Path) -> Service | None:
         args += ["--requirepass", password]
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1, **settings.redis_tls)
     service = _start("redis", args, folder / "server.log", lambda: bool(client.ping()), 30)
     log.info("started Redis-protocol server (valkey) on %s:%d, data in %s", host, port, folder)
     return service
@@ -224,9 +224,7 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
     def ready() -> bool:
         if not is_reachable(host, port):
             return False
-        client = MilvusClient(
-            uri=settings.milvus_uri, token=settings.milvus_token.get_secret_value(), timeout=2
-        )
+        client = MilvusClient(**settings.milvus_connection, timeout=2)
         try:
             client.list_collections()
             return True

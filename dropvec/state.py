@@ -31,7 +31,7 @@ from typing import Any, Literal
 import redis
 
 from config.messages import RemoveTask
-from config.settings import KEY_PREFIX
+from config.settings import KEY_PREFIX, Settings
 
 Status = Literal["queued", "indexing", "indexed", "skipped", "failed"]
 #: States in which a file's current version is, or will be, in the store.
@@ -132,8 +132,13 @@ class StateStore:
         self._file_enqueued = client.register_script(_FILE_ENQUEUED)
 
     @classmethod
-    def from_url(cls, url: str) -> StateStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=30))
+    def from_url(cls, url: str, **options: Any) -> StateStore:
+        """``options``: more redis-py connection options (TLS: ``Settings.redis_tls``)."""
+        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=30, **options))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StateStore:
+        return cls.from_url(settings.redis_url, **settings.redis_tls)
 
     # keys
     @staticmethod

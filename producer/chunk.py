@@ -21,7 +21,7 @@ from typing import Protocol
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import MetadataMode
 
-from config.messages import Chunk, to_node
+from config.messages import MAX_CHUNK_CHARS, Chunk, to_node
 
 #: Embedded metadata may take at most this share of the window; past it, it is not embedded.
 MAX_METADATA_SHARE = 8
@@ -191,6 +191,9 @@ def _fit(
     """
     if not text.strip():
         return []
+    if len(text) > MAX_CHUNK_CHARS:  # a few tokens can span many characters: a long word is one [UNK]
+        pieces = (text[i : i + MAX_CHUNK_CHARS] for i in range(0, len(text), MAX_CHUNK_CHARS))
+        return [c for piece in pieces for c in _fit(piece, metadata, embed_keys, tokens, budget)]
     probe = Chunk(id="probe", index=0, text=text, metadata=metadata, embed_keys=embed_keys)
     excess = tokens.count(embedded_text(probe)) - budget
     if excess <= 0:

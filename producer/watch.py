@@ -80,9 +80,7 @@ def watch_folder(
                 deleted.update((p, later) for p in gone if p not in deleted)
 
 
-def _settled(
-    pending: dict[Path, tuple[Signature | None, float]], now: float, quiet: float
-) -> list[Path]:
+def _settled(pending: dict[Path, tuple[Signature | None, float]], now: float, quiet: float) -> list[Path]:
     """Take out of ``pending`` the paths that are settled; restart the clock of those that moved."""
     quiet_enough = []
     for path, (sig, since) in list(pending.items()):

@@ -31,6 +31,7 @@ def create_app(settings: Settings) -> Celery:
         },
         worker_send_task_events=True,
         task_send_sent_event=True,
+        broker_use_ssl=settings.redis_tls or None,
     )
     app.dropvec_settings = settings  # type: ignore[attr-defined]
     return app

@@ -27,7 +27,7 @@ class WorkerRuntime:
         self.settings = settings
         self.embedder = load_embedder(settings)
         self.dim = embedding_dim(self.embedder)
-        self.state = StateStore.from_url(settings.redis_url)
+        self.state = StateStore.from_settings(settings)
         if ensure_collection(settings, self.dim):
             self.state.forget_stored(settings.collection)
         self.loop = LoopThread()

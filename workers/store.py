@@ -38,8 +38,7 @@ def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> Milvu
     if dim is not None:
         ensure_collection(settings, dim)
     return MilvusVectorStore(
-        uri=settings.milvus_uri,
-        token=settings.milvus_token.get_secret_value(),
+        **settings.milvus_connection,
         collection_name=settings.collection,
         dim=dim,
         similarity_metric=settings.metric,
@@ -52,7 +51,7 @@ def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> Milvu
 
 
 def milvus_client(settings: Settings) -> MilvusClient:
-    return MilvusClient(uri=settings.milvus_uri, token=settings.milvus_token.get_secret_value())
+    return MilvusClient(**settings.milvus_connection)
 
 
 #: Field names, as llama-index's MilvusVectorStore writes them, and dropvec's own.

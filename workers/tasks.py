@@ -39,7 +39,7 @@ class EmbedTaskBase(Task):  # type: ignore[misc]
             log.error("task %s failed with an undecodable message: %s", task_id, exc)
             return
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        state = StateStore.from_url(self.app.conf.broker_url)
+        state = StateStore.from_settings(self.app.dropvec_settings)
         if state.task_failed(message.run_id, message.doc_id, message.generation, message.file_path, reason):
             others = [r for r in state.replaced_by(message.doc_id) if r.doc_id != message.doc_id]
             targets = [Replaced(message.doc_id, message.generation + 1), *others]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.messages import Chunk
+from config.messages import MAX_CHUNK_CHARS, Chunk
 from config.settings import Settings
 from producer.chunk import Section, chunk_id, doc_id_for, embedded_text, iter_chunks
 from producer.tokens import TokenWindow, load_window
@@ -130,3 +130,19 @@ def test_chunks_carry_position_hash_and_section_metadata(window: TokenWindow) ->
     assert all(
         len(str(c.metadata["content_hash"])) == 64 and c.metadata["file_path"] == "/f.pdf" for c in chunks
     )
+
+
+def test_a_chunk_never_holds_more_characters_than_a_message_allows(window: TokenWindow) -> None:
+    # a word of thousands of characters is one [UNK] token: the token limit alone does not cap it
+    blob = "QUJD" * 10_000
+    chunks = list(iter_chunks([Section(f"Before. {blob} After.")], **essay_args(window)))  # type: ignore[arg-type]
+    assert all(len(c.text) <= MAX_CHUNK_CHARS for c in chunks)
+    assert "".join(c.text for c in chunks).count("QUJD") == 10_000
+
+
+def test_sections_joined_across_a_seam_chunk_like_one_section(window: TokenWindow) -> None:
+    text = ESSAY.read_text()
+    cut = text.index("\n\n", len(text) // 2) + 2
+    whole = list(iter_chunks([Section(text)], **essay_args(window)))
+    seamed = list(iter_chunks([Section(text[:cut]), Section(text[cut:], joined=True)], **essay_args(window)))
+    assert [c.text for c in seamed] == [c.text for c in whole]

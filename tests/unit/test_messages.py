@@ -8,7 +8,15 @@ import pytest
 from llama_index.core.schema import MetadataMode
 from pydantic import ValidationError
 
-from config.messages import Chunk, EmbedTask, to_node
+from config.messages import (
+    MAX_CHUNK_CHARS,
+    MAX_CHUNKS_PER_TASK,
+    MAX_METADATA_ITEMS,
+    MAX_PATH_CHARS,
+    Chunk,
+    EmbedTask,
+    to_node,
+)
 
 
 def _task() -> EmbedTask:
@@ -42,3 +50,17 @@ def test_the_node_embeds_only_the_chosen_metadata_and_points_at_its_file() -> No
     assert node.node_id == "c1"
     assert node.ref_doc_id == "d"
     assert node.get_content(metadata_mode=MetadataMode.EMBED) == "file_name: a.txt\n\nhello world"
+
+
+def test_messages_past_the_caps_are_refused() -> None:
+    data = _task().model_dump(mode="json")
+    chunk = data["chunks"][0]
+    with pytest.raises(ValidationError):
+        EmbedTask.model_validate({**data, "chunks": [chunk] * (MAX_CHUNKS_PER_TASK + 1)})
+    with pytest.raises(ValidationError):
+        EmbedTask.model_validate({**data, "chunks": [{**chunk, "text": "x" * (MAX_CHUNK_CHARS + 1)}]})
+    with pytest.raises(ValidationError):
+        EmbedTask.model_validate({**data, "file_path": "/" + "d" * MAX_PATH_CHARS})
+    many = {f"k{i}": i for i in range(MAX_METADATA_ITEMS + 1)}
+    with pytest.raises(ValidationError):
+        EmbedTask.model_validate({**data, "chunks": [{**chunk, "metadata": many}]})

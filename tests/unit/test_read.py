@@ -56,3 +56,39 @@ def test_docx_csv_markdown_and_html_are_read(tmp_path: Path) -> None:
     assert "setosa" in next(read_sections(csv)).text
     md = next((PUBLIC / "md").rglob("*.md"))
     assert any(s.text.strip() for s in read_sections(md))
+
+
+def test_a_large_text_file_is_read_in_blocks_that_chunk_like_the_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.settings import Settings
+    from producer import read
+    from producer.chunk import Section, iter_chunks
+    from producer.tokens import load_window
+    from tests.corpus import SEED
+
+    text = (SEED / "paul_graham_essay.txt").read_text()
+    for name, encoding in {"u8.txt": "utf-8", "u16.txt": "utf-16"}.items():
+        (tmp_path / name).write_bytes(text.encode(encoding))
+    monkeypatch.setattr(read, "STREAM_BLOCK_BYTES", 4096)
+    args = {"doc_id": "d", "file_metadata": {}, "tokens": load_window(Settings().embed_model_path)}
+    for name in ("u8.txt", "u16.txt"):
+        sections = list(read_sections(tmp_path / name))
+        assert len(sections) > 10 and all(s.joined for s in sections[1:]), name
+        whole = Section(read.decode_text((tmp_path / name).read_bytes(), tmp_path / name))
+        streamed = [c.text for c in iter_chunks(sections, **args)]  # type: ignore[arg-type]
+        assert streamed == [c.text for c in iter_chunks([whole], **args)], name  # type: ignore[arg-type]
+
+
+def test_text_without_paragraph_breaks_is_cut_into_bounded_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producer import read
+
+    monkeypatch.setattr(read, "STREAM_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(read, "MAX_PARAGRAPH_CHARS", 1000)
+    path = tmp_path / "oneline.txt"
+    path.write_text("word " * 20_000)
+    sections = list(read_sections(path))
+    assert "".join(s.text for s in sections) == "word " * 20_000
+    assert max(len(s.text) for s in sections) <= 4096 + 1000
