@@ -1,7 +1,11 @@
-"""Checks shared by the integration tests: is Milvus exactly in line with a folder?"""
+"""Checks shared by the integration tests: is Milvus exactly in line with a folder? And a
+``dropvec watch`` process to drive."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -91,3 +95,32 @@ def wait_settled(stack: Stack, folder: Path, timeout: float = 300) -> None:
     """Until Milvus is in line with ``folder`` and none of its files is left in progress."""
     wait_in_sync(stack, folder, timeout)
     wait_for(lambda: not in_progress(stack, folder), 60, f"{folder.name}: no file left in progress", 1)
+
+
+class Watcher:
+    """``dropvec watch FOLDER`` as a separate process, its output in a log file."""
+
+    def __init__(self, stack: Stack, folder: Path) -> None:
+        self.stack, self.folder, self.log = stack, folder, folder.parent / "watch.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dropvec", "watch", str(self.folder)],
+                env=self.stack.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        proc = self.proc
+        wait_for(
+            lambda: b"watching" in self.log.read_bytes()[offset:] or proc.poll() is not None, 120, "watch"
+        )
+        assert proc.poll() is None, self.log.read_text()
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        assert self.proc.wait(timeout=60) == 0, self.log.read_text()[-3000:]
+
+    def lines(self, word: str, path: Path) -> int:
+        return sum(1 for line in self.log.read_text().splitlines() if line.startswith(f"{word} {path}"))

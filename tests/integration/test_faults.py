@@ -24,7 +24,7 @@ from dropvec.state import StateStore
 from producer.chunk import doc_id_for
 from tests.corpus import SEED
 from tests.integration.conftest import Stack, local_settings, wait_for
-from tests.integration.sync_check import unique_text, wait_settled
+from tests.integration.sync_check import Watcher, unique_text, wait_settled
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +139,50 @@ def test_a_producer_killed_mid_enqueue_is_caught_up_by_the_next_run(own: Stack) 
     wait_settled(own, folder)
     report("a producer killed mid-enqueue (second run)", time.monotonic() - t0)
     assert os.path.exists(folder / "essay.txt")
+
+
+def test_a_producer_stopped_with_sigterm_finishes_the_file_in_hand(own: Stack) -> None:
+    # Given a producer enqueueing many files
+    folder = corpus(own, "sigterm-producer", files=300)
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "dropvec", "ingest", str(folder)], env=own.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    state = StateStore.from_url(own.settings.redis_url)
+    wait_for(lambda: len(state.paths_under(str(folder))) >= 10, 120, "some files to be queued", 0.02)
+    # When it is sent SIGTERM
+    producer.send_signal(signal.SIGTERM)
+    stdout, stderr = producer.communicate(timeout=60)
+    # Then it stops after the file in hand, says how many it did not read, and every file it
+    # started has all its tasks sent
+    assert producer.returncode == 130, stderr
+    assert "file(s) not read; run the command again" in stderr
+    started = state.paths_under(str(folder))
+    assert len(started) < 301
+    assert all(state.get_file(doc_id_for(p)).get("task_count", "0") != "0" for p in started)
+    # and the next run does the rest
+    again = own.dropvec("ingest", str(folder), "--wait", "--timeout", "300")
+    assert again.returncode == 0, again.stderr
+    wait_settled(own, folder)
+
+
+def test_the_watcher_rides_out_a_redis_outage(own: Stack) -> None:
+    # Given a watched folder
+    folder = own.root / "watched"
+    folder.mkdir()
+    watcher = Watcher(own, folder)
+    watcher.start()
+    try:
+        # When Redis goes away, a file is dropped, and Redis comes back
+        redis = service(own, "redis")
+        redis.stop()
+        (folder / "during-outage.md").write_text(unique_text(2))
+        wait_for(lambda: b"trying again shortly" in watcher.log.read_bytes(), 60, "the watcher to notice")
+        replace(own, redis, start_redis(own.settings, own.settings.data_dir))
+        # Then the file is indexed without restarting the watcher
+        wait_settled(own, folder)
+    finally:
+        watcher.stop()
 
 
 def test_a_burst_of_10000_small_files_is_absorbed_within_the_queue_limit(own: Stack) -> None:

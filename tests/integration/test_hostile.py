@@ -211,3 +211,32 @@ with open(sys.argv[1], "w") as f:
     sys.stdin.readline()
     f.write("The second part, written after. " * 20)
 """
+
+
+def test_messages_that_are_not_json_or_past_the_caps_are_refused_and_the_worker_goes_on(
+    stack: Stack,
+) -> None:
+    from config.messages import EMBED_TASK, MAX_CHUNKS_PER_TASK
+    from config.settings import QUEUE
+    from workers.app import create_app
+
+    app = create_app(stack.settings)
+    chunk = {"id": "c", "index": 0, "text": "hello"}
+    task = {"run_id": "r", "doc_id": "d", "generation": 1, "file_path": "/x", "task_index": 0}
+    logs = stack.root / "logs"
+    before = {p: p.stat().st_size for p in logs.glob("worker-*.log")}
+    # When a pickled message and a message with too many chunks are put on the queue
+    app.send_task(EMBED_TASK, args=[{**task, "chunks": [chunk]}], queue=QUEUE, serializer="pickle")
+    app.send_task(EMBED_TASK, args=[{**task, "chunks": [chunk] * (MAX_CHUNKS_PER_TASK + 1)}], queue=QUEUE)
+
+    # Then both are refused, each with a line in a worker's log
+    def refused() -> bool:
+        new = "".join(p.read_text(errors="replace")[before.get(p, 0) :] for p in logs.glob("worker-*.log"))
+        return "ContentDisallowed" in new and "undecodable message" in new
+
+    wait_for(refused, 60, "both messages to be refused")
+    # and the workers go on working
+    path = stack.root / "after-bad-messages.txt"
+    path.write_text(SENTENCE * 3)
+    result = stack.dropvec("ingest", str(path), "--wait", "--timeout", "120")
+    assert result.returncode == 0 and "indexed 1 file(s)" in result.stdout, result.stderr

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,40 +18,11 @@ import pytest
 
 from tests.corpus import SEED
 from tests.integration.conftest import Stack, wait_for
-from tests.integration.sync_check import record, stored, unique_text, wait_in_sync
+from tests.integration.sync_check import Watcher, record, stored, unique_text, wait_in_sync
 
 pytestmark = pytest.mark.integration
 
 ESSAY = SEED / "paul_graham_essay.txt"
-
-
-class Watcher:
-    """``dropvec watch FOLDER`` as a separate process, its output in a log file."""
-
-    def __init__(self, stack: Stack, folder: Path) -> None:
-        self.stack, self.folder, self.log = stack, folder, folder.parent / "watch.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dropvec", "watch", str(self.folder)],
-                env=self.stack.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        proc = self.proc
-        wait_for(
-            lambda: b"watching" in self.log.read_bytes()[offset:] or proc.poll() is not None, 120, "watch"
-        )
-        assert proc.poll() is None, self.log.read_text()
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        assert self.proc.wait(timeout=60) == 0, self.log.read_text()[-3000:]
-
-    def lines(self, word: str, path: Path) -> int:
-        return sum(1 for line in self.log.read_text().splitlines() if line.startswith(f"{word} {path}"))
 
 
 @pytest.fixture(scope="module")
