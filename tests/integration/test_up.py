@@ -52,9 +52,14 @@ def status(cwd: Path, env: dict[str, str]) -> dict:
     return json.loads(result.stdout)
 
 
+#: A Redis password that must never appear in any output or log.
+SECRET = "s3cret-Pa55word"
+
+
 def test_up_ingests_the_inbox_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
-    # Given a fresh folder and nothing listening on the configured ports
-    redis_url, milvus_uri = f"redis://127.0.0.1:{free_port()}/0", f"http://127.0.0.1:{free_port()}"
+    # Given a fresh folder, nothing listening on the configured ports, and a Redis password
+    redis_url = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
+    milvus_uri = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "DROPVEC_REDIS_URL": redis_url, "DROPVEC_MILVUS_URI": milvus_uri}
     log = tmp_path / "up.log"
     proc = start_up(tmp_path, env, log)
@@ -88,3 +93,8 @@ def test_up_ingests_the_inbox_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
         assert (record["status"], record["generation"]) == ("indexed", version)
     finally:
         stop_up(proc)
+    # And the password was never printed or logged, by dropvec or by the servers and workers
+    logs = [log, *(tmp_path / ".dropvec").rglob("*.log")]
+    assert len(logs) > 3
+    assert not [p for p in logs if SECRET in p.read_text(errors="replace")]
+    assert SECRET not in json.dumps(after)
