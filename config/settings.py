@@ -100,6 +100,18 @@ class Settings(BaseSettings):
         DEFAULT_IGNORE, description="Name patterns never ingested (fnmatch), on files and folders"
     )
 
+    # Answers (`dropvec ask`, `dropvec serve`)
+    llm_model: str = Field("", description="Chat model name; empty: no LLM, `ask` shows the passages only")
+    llm_base_url: str = Field(
+        "", description="OpenAI-compatible endpoint (llama.cpp, vLLM, Ollama, Azure); empty: OpenAI's"
+    )
+    llm_api_key: SecretStr = Field(SecretStr(""), description="Key for the LLM endpoint; never printed")
+    llm_context_window: int = Field(8192, ge=512, description="Tokens the model takes in one request")
+    llm_timeout: float = Field(60, gt=0, description="Seconds to wait for the LLM")
+    llm_max_retries: int = Field(1, ge=0, description="Retries of a failed LLM request")
+    top_k: int = Field(5, ge=1, le=100, description="Chunks retrieved by `search` and `ask`")
+    api_token: SecretStr = Field(SecretStr(""), description="`serve`: bearer token required; empty: none")
+
     log_level: str = "INFO"
 
     @cached_property
@@ -182,8 +194,9 @@ class Settings(BaseSettings):
         """These settings as ``DROPVEC_*`` variables, for child processes."""
         env = {}
         for name, value in self.model_dump(mode="json", exclude_none=True).items():
-            if name == "milvus_token":
-                value = self.milvus_token.get_secret_value()
+            secret = getattr(self, name)
+            if isinstance(secret, SecretStr):
+                value = secret.get_secret_value()
             env[f"DROPVEC_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return env
 

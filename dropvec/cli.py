@@ -3,9 +3,11 @@ everything else comes from the ``DROPVEC_*`` settings (see ``config.settings``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -216,7 +218,7 @@ def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:
 @app.command()
 def search(
     question: Annotated[str, typer.Argument(help="What to look for")],
-    k: Annotated[int, typer.Option("-k", "--top-k", envvar="DROPVEC_TOP_K", help="How many chunks")] = 5,
+    k: Annotated[int | None, typer.Option("-k", "--top-k", help="How many chunks (DROPVEC_TOP_K)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array: score, file, chunk, text")] = False,
 ) -> None:
     """The top-k chunks for a question, with score, file and snippet."""
@@ -226,14 +228,85 @@ def search(
         from dropvec.search import search as run_search
         from workers.embed import load_embedder
 
-        hits = run_search(settings, question, k, load_embedder(settings))
-        if as_json:
-            print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False, indent=2))
+        _print_hits(run_search(settings, question, k or settings.top_k, load_embedder(settings)), as_json)
+
+    _run(body)
+
+
+def _print_hits(hits: list[Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    for rank, h in enumerate(hits, 1):
+        snippet = " ".join(h.text.split())[:240]
+        out.print(f"[bold]{rank}. {h.score:.3f}[/bold] {_where(h)}\n   {snippet}", highlight=False)
+
+
+def _where(hit: Any) -> str:
+    return f"{hit.file} #{hit.chunk}" + (f" p.{hit.page}" if hit.page else "")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question")],
+    k: Annotated[
+        int | None, typer.Option("-k", "--top-k", help="Chunks given to the LLM (DROPVEC_TOP_K)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object: answer and sources")] = False,
+) -> None:
+    """Answer a question from the indexed folder with the configured LLM (DROPVEC_LLM_*): the
+    answer is streamed, then the sources it was given (file, chunk, score)."""
+    settings = _settings()
+
+    def body() -> None:
+        from dropvec.answer import NO_LLM, load_llm
+        from dropvec.search import search as run_search
+        from workers.embed import load_embedder
+
+        embedder, llm, top = load_embedder(settings), load_llm(settings), k or settings.top_k
+        if llm is None:
+            err.print(f"[yellow]{NO_LLM}[/yellow]", highlight=False)
+            _print_hits(run_search(settings, question, top, embedder), as_json)
             return
-        for rank, h in enumerate(hits, 1):
-            where = f"{h.file} #{h.chunk}" + (f" p.{h.page}" if h.page else "")
-            snippet = " ".join(h.text.split())[:240]
-            out.print(f"[bold]{rank}. {h.score:.3f}[/bold] {where}\n   {snippet}", highlight=False)
+        asyncio.run(_answer(settings, question, top, embedder, llm, as_json))
+
+    _run(body)
+
+
+async def _answer(settings: Settings, question: str, k: int, embedder: Any, llm: Any, as_json: bool) -> None:
+    from dropvec.answer import ask as run_ask
+
+    answer = await run_ask(settings, question, k, embedder, llm)
+    if as_json:
+        text = "".join([piece async for piece in answer.stream])
+        sources = [h.as_dict() for h in answer.sources]
+        print(json.dumps({"question": question, "answer": text, "sources": sources}, ensure_ascii=False))
+        return
+    async for piece in answer.stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    out.print("\n\n[bold]sources[/bold]")
+    for rank, h in enumerate(answer.sources, 1):
+        out.print(f"{rank}. {h.score:.3f} {_where(h)}", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(envvar="DROPVEC_SERVE_HOST", help="Address to listen on")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="DROPVEC_SERVE_PORT", help="Port to listen on")] = 8000,
+) -> None:
+    """HTTP API for programs: POST /search, POST /ask (streamed), GET /status, GET /health.
+    OpenAPI schema at /openapi.json, docs at /docs. Bearer-token auth when DROPVEC_API_TOKEN is set."""
+    settings = _settings()
+
+    def body() -> None:
+        import uvicorn
+
+        from dropvec.api import create_api
+
+        uvicorn.run(create_api(settings), host=host, port=port, log_level=settings.log_level.lower())
 
     _run(body)
 

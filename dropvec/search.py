@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 
 from llama_index.core import VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from config.settings import Settings
 from dropvec.errors import DropvecError
@@ -23,27 +26,43 @@ class Hit:
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    @classmethod
+    def of(cls, result: NodeWithScore) -> Hit:
+        meta = result.node.metadata
+        return cls(
+            score=float(result.score or 0.0),
+            file=str(meta.get("file_path", "")),
+            chunk=int(meta.get("chunk_index", -1)),
+            text=result.node.get_content(),
+            page=str(meta.get("page_label", "")),
+        )
+
+
+class Retriever(BaseRetriever):
+    """The top-k chunks of the collection for a question: ``VectorStoreIndex.as_retriever`` over
+    dropvec's MilvusVectorStore. Also usable by llama-index's async query engines: the async
+    path runs the same retrieval in a thread (the store's client is a synchronous one)."""
+
+    def __init__(self, settings: Settings, k: int, embedder: BaseEmbedding) -> None:
+        super().__init__()
+        client = milvus_client(settings)
+        try:
+            if not client.has_collection(settings.collection):
+                raise DropvecError(f"nothing indexed yet: collection {settings.collection!r} does not exist")
+            ensure_loaded(client, settings.collection)
+        finally:
+            client.close()
+        index = VectorStoreIndex.from_vector_store(
+            open_store(settings, None, use_async=False), embed_model=embedder
+        )
+        self._inner = index.as_retriever(similarity_top_k=k)
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return self._inner.retrieve(query_bundle)
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return await asyncio.to_thread(self._inner.retrieve, query_bundle)
+
 
 def search(settings: Settings, question: str, k: int, embedder: BaseEmbedding) -> list[Hit]:
-    client = milvus_client(settings)
-    try:
-        if not client.has_collection(settings.collection):
-            raise DropvecError(f"nothing indexed yet: collection {settings.collection!r} does not exist")
-        ensure_loaded(client, settings.collection)
-    finally:
-        client.close()
-    store = open_store(settings, None, use_async=False)
-    index = VectorStoreIndex.from_vector_store(store, embed_model=embedder)
-    hits = []
-    for result in index.as_retriever(similarity_top_k=k).retrieve(question):
-        meta = result.node.metadata
-        hits.append(
-            Hit(
-                score=float(result.score or 0.0),
-                file=str(meta.get("file_path", "")),
-                chunk=int(meta.get("chunk_index", -1)),
-                text=result.node.get_content(),
-                page=str(meta.get("page_label", "")),
-            )
-        )
-    return hits
+    return [Hit.of(result) for result in Retriever(settings, k, embedder).retrieve(question)]

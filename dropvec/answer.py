@@ -1,0 +1,80 @@
+"""Answers from the indexed folder: the chunks of ``dropvec search``, handed to the configured LLM
+through llama-index's async query engine, the answer streamed, with the sources it was given."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.response.schema import AsyncStreamingResponse
+from llama_index.core.llms import LLM
+from llama_index.core.query_engine import RetrieverQueryEngine
+
+from config.settings import Settings
+from dropvec.errors import DropvecError
+from dropvec.search import Hit, Retriever
+
+#: Said when no LLM is configured, in place of an answer.
+NO_LLM = (
+    "no LLM configured (set DROPVEC_LLM_MODEL, with DROPVEC_LLM_BASE_URL for a local server "
+    "and DROPVEC_LLM_API_KEY): showing the passages retrieved instead"
+)
+
+
+class LLMUnavailable(DropvecError):
+    """The LLM endpoint failed: unreachable, refused the key, or answered with an error."""
+
+
+def load_llm(settings: Settings) -> LLM | None:
+    """The configured chat model behind an OpenAI-compatible endpoint; None if none is set."""
+    if not settings.llm_model:
+        return None
+    from llama_index.llms.openai_like import OpenAILike
+
+    return OpenAILike(
+        model=settings.llm_model,
+        api_base=settings.llm_base_url or "https://api.openai.com/v1",
+        api_key=settings.llm_api_key.get_secret_value() or "unset",
+        is_chat_model=True,
+        context_window=settings.llm_context_window,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+    )
+
+
+@dataclass
+class Answer:
+    sources: list[Hit]
+    #: The answer's text as the LLM writes it, piece by piece.
+    stream: AsyncIterator[str]
+
+
+async def ask(settings: Settings, question: str, k: int, embedder: BaseEmbedding, llm: LLM) -> Answer:
+    """Retrieve the top ``k`` chunks and start the LLM's answer from them (``aquery``)."""
+    engine = RetrieverQueryEngine.from_args(Retriever(settings, k, embedder), llm=llm, streaming=True)
+    try:
+        response = await engine.aquery(question)
+    except Exception as exc:
+        raise _llm_error(settings, exc) from exc
+    assert isinstance(response, AsyncStreamingResponse)
+    return Answer([Hit.of(n) for n in response.source_nodes], _pieces(settings, response))
+
+
+async def _pieces(settings: Settings, response: AsyncStreamingResponse) -> AsyncIterator[str]:
+    try:
+        async for piece in response.async_response_gen():
+            yield piece
+    except Exception as exc:
+        raise _llm_error(settings, exc) from exc
+
+
+def _llm_error(settings: Settings, exc: Exception) -> Exception:
+    """An OpenAI client error as one line naming the endpoint (never the key); others unchanged."""
+    import openai
+
+    if not isinstance(exc, openai.OpenAIError):
+        return exc
+    where = settings.llm_base_url or "https://api.openai.com/v1"
+    message = " ".join(str(exc).split())[:300]
+    return LLMUnavailable(f"the LLM at {where} failed ({type(exc).__name__}): {message}")

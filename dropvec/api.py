@@ -1,0 +1,133 @@
+"""``dropvec serve``: search, answers and status over HTTP, for programs (FastAPI).
+
+``POST /ask`` streams newline-delimited JSON: first ``{"sources": [...]}``, then one
+``{"text": "..."}`` per piece of the answer, then ``{"done": true}`` (or ``{"error": "..."}`` if the
+LLM fails part-way; with no LLM configured, ``{"notice": "..."}`` after the sources).
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run
+# time, and the auth dependency's refers to a name local to create_api.
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.settings import Settings
+from dropvec.answer import NO_LLM, LLMUnavailable, ask, load_llm
+from dropvec.errors import DropvecError
+from dropvec.search import search
+
+MAX_QUESTION_CHARS = 4000
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="What to look for")
+    k: int | None = Field(None, ge=1, le=100, description="How many chunks (default: DROPVEC_TOP_K)")
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    k: int | None = Field(None, ge=1, le=100, description="Chunks given to the LLM (default: DROPVEC_TOP_K)")
+
+
+class HitOut(BaseModel):
+    score: float
+    file: str
+    chunk: int
+    text: str
+    page: str = ""
+
+
+class SearchResponse(BaseModel):
+    hits: list[HitOut]
+
+
+def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
+    """The app; the embedding model is loaded once at start-up (or ``embedder`` is used)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from workers.embed import load_embedder
+
+        app.state.embedder = embedder or await asyncio.to_thread(load_embedder, settings)
+        app.state.llm = load_llm(settings)
+        yield
+
+    api = FastAPI(
+        title="dropvec",
+        summary="Search and answers over an indexed folder",
+        lifespan=lifespan,
+        description=__doc__,
+    )
+    bearer = HTTPBearer(auto_error=False, description="DROPVEC_API_TOKEN, when it is set")
+    token = settings.api_token.get_secret_value()
+
+    def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if token and not (credentials and secrets.compare_digest(credentials.credentials, token)):
+            raise HTTPException(
+                401, "a valid bearer token is required: Authorization: Bearer <DROPVEC_API_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
+
+    @api.exception_handler(DropvecError)
+    async def dropvec_error(request: Request, exc: DropvecError) -> JSONResponse:
+        status = 502 if isinstance(exc, LLMUnavailable) else 503
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @api.get("/health")
+    def health() -> dict[str, str]:
+        """Whether the server is up (no authentication)."""
+        return {"status": "ok"}
+
+    @api.post("/search", dependencies=[Depends(authorized)])
+    def search_chunks(body: SearchRequest, request: Request) -> SearchResponse:
+        """The top-k chunks for a query, as `dropvec search` finds them."""
+        hits = search(settings, body.query, body.k or settings.top_k, request.app.state.embedder)
+        return SearchResponse(hits=[HitOut(**h.as_dict()) for h in hits])  # type: ignore[arg-type]
+
+    @api.post("/ask", dependencies=[Depends(authorized)], response_class=StreamingResponse)
+    async def ask_question(body: AskRequest, request: Request) -> StreamingResponse:
+        """An answer from the configured LLM over the top-k chunks, streamed as JSON lines."""
+        state, k = request.app.state, body.k or settings.top_k
+        if state.llm is None:
+            hits = await asyncio.to_thread(search, settings, body.question, k, state.embedder)
+            sources: dict[str, Any] = {"sources": [h.as_dict() for h in hits]}
+            items = [sources, {"notice": NO_LLM}, {"done": True}]
+            return StreamingResponse(iter(_line(x) for x in items), media_type="application/x-ndjson")
+        answer = await ask(settings, body.question, k, state.embedder, state.llm)
+
+        async def lines() -> AsyncIterator[str]:
+            yield _line({"sources": [h.as_dict() for h in answer.sources]})
+            try:
+                async for piece in answer.stream:
+                    yield _line({"text": piece})
+            except LLMUnavailable as exc:
+                yield _line({"error": str(exc)})
+                return
+            yield _line({"done": True})
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @api.get("/status", dependencies=[Depends(authorized)])
+    def status() -> dict[str, Any]:
+        """What `dropvec status --json` shows: files by state, chunks, queue, workers, failures."""
+        from dropvec.cli import collect_status
+
+        return collect_status(settings)
+
+    return api
+
+
+def _line(item: dict[str, Any]) -> str:
+    return json.dumps(item, ensure_ascii=False) + "\n"
