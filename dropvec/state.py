@@ -346,6 +346,16 @@ class StateStore:
         """The collection was created afresh: nothing in it yet."""
         self.r.delete(self.stored_key(collection))
 
+    def claim_stored_fill(self, collection: str) -> bool:
+        """Whether this caller should fill the set from the collection: it has no set yet (made
+        before dropvec kept one, or Redis lost it), and no other worker is filling it. The caller
+        calls ``end_stored_fill`` when done."""
+        key = self.stored_key(collection)
+        return not self.r.exists(key) and bool(self.r.set(f"{key}:filling", 1, nx=True, ex=3600))
+
+    def end_stored_fill(self, collection: str) -> None:
+        self.r.delete(f"{self.stored_key(collection)}:filling")
+
     # runs
     def start_run(self, run_id: str) -> None:
         key = self.run_key(run_id)

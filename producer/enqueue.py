@@ -144,13 +144,13 @@ class Producer:
         sha = moved_from = ""
         replaces: list[Replaced] = []
         try:
-            if path in busy:
-                raise SkippedFile(path, "open for writing by another process: still being written")
             before = signature(path)
             sha = self._hash(path)
             previous = self.state.get_file(doc_id)
             if not force and _holds(previous, sha, self.settings.model_key):
                 raise SkippedFile(path, UNCHANGED)
+            if path in busy:  # (an unchanged file held open stays as it is, above)
+                raise SkippedFile(path, "open for writing by another process: still being written")
             replaces, moved_from = self._take_over(renamed_from or {}, sha)
             sections = read_sections(path)
             generation = self.state.next_generation()

@@ -12,7 +12,7 @@ from config.settings import Settings
 from dropvec.state import FILE_INDEXED, StateStore
 from workers.embed import embedding_dim, load_embedder
 from workers.loop import LoopThread
-from workers.store import ChunkWriter, ensure_collection, open_store
+from workers.store import ChunkWriter, ensure_collection, iter_embed_hashes, open_store
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class WorkerRuntime:
         self.state = StateStore.from_settings(settings)
         if ensure_collection(settings, self.dim):
             self.state.forget_stored(settings.collection)
+        else:
+            fill_stored(settings, self.state)
         self.loop = LoopThread()
         self.writer = self.loop.run(self._open_writer(), timeout=120)
 
@@ -103,6 +105,23 @@ class WorkerRuntime:
 
     def close(self) -> None:
         self.loop.stop()
+
+
+def fill_stored(settings: Settings, state: StateStore) -> int:
+    """If Redis has no set of the hashes written to the collection (an older dropvec made it, or
+    Redis lost it) and no other worker is making it: record every hash the collection holds.
+    How many rows were read."""
+    if not state.claim_stored_fill(settings.collection):
+        return 0
+    rows = 0
+    try:
+        for hashes in iter_embed_hashes(settings):
+            state.add_stored(settings.collection, hashes)
+            rows += len(hashes)
+    finally:
+        state.end_stored_fill(settings.collection)
+    log.info("listed the %d stored vectors of %r for reuse", rows, settings.collection)
+    return rows
 
 
 _runtime: WorkerRuntime | None = None

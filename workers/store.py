@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode
@@ -154,6 +154,21 @@ def count_entities(settings: Settings) -> int:
             settings.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
         )
         return int(rows[0]["count(*)"])
+    finally:
+        client.close()
+
+
+def iter_embed_hashes(settings: Settings, batch: int = 10_000) -> Iterator[list[str]]:
+    """Every stored chunk's embed hash, a batch at a time."""
+    client = milvus_client(settings)
+    try:
+        ensure_loaded(client, settings.collection)
+        rows = client.query_iterator(
+            settings.collection, filter="", output_fields=[EMBED_HASH], batch_size=batch
+        )  # fmt: skip
+        while page := rows.next():
+            yield [row[EMBED_HASH] for row in page if row.get(EMBED_HASH)]
+        rows.close()
     finally:
         client.close()
 

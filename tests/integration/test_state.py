@@ -9,6 +9,8 @@ import pytest
 
 from dropvec.state import FILE_INDEXED, StateStore
 from tests.integration.conftest import Stack
+from workers.runtime import fill_stored
+from workers.store import milvus_client
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +105,24 @@ def test_only_hashes_written_are_looked_up_in_milvus(state: StateStore) -> None:
     assert state.may_be_stored(f"{collection}-else", [written]) == []
     state.forget_stored(collection)
     assert state.may_be_stored(collection, [written]) == []
+
+
+def test_a_collection_without_its_set_of_written_hashes_gets_it_back(stack: Stack, state: StateStore) -> None:
+    # Given a file indexed, then the set of written hashes lost (or never made: an older dropvec)
+    path = stack.root / "fill" / "note.txt"
+    path.parent.mkdir()
+    path.write_text(f"A note of its own: {uuid.uuid4().hex}.")
+    assert stack.dropvec("ingest", str(path), "--wait", "--timeout", "120").returncode == 0
+    client = milvus_client(stack.settings)
+    [row] = client.query(
+        stack.settings.collection, filter=f'file_path == "{path}"', output_fields=["embed_hash"],
+        consistency_level="Strong",
+    )  # fmt: skip
+    client.close()
+    collection = stack.settings.collection
+    state.forget_stored(collection)
+    # When a worker starts
+    assert fill_stored(stack.settings, state) >= 1
+    # Then the file's vector can be found for reuse again
+    assert state.may_be_stored(collection, [row["embed_hash"]]) == [row["embed_hash"]]
+    assert fill_stored(stack.settings, state) == 0  # (once is enough)
