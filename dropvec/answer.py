@@ -22,6 +22,11 @@ NO_LLM = (
 )
 
 
+def llm_endpoint(settings: Settings) -> str:
+    """The OpenAI-compatible endpoint the LLM is asked at: the configured one, else OpenAI's."""
+    return settings.llm_base_url or "https://api.openai.com/v1"
+
+
 class LLMUnavailable(DropvecError):
     """The LLM endpoint failed: unreachable, refused the key, or answered with an error."""
 
@@ -34,7 +39,7 @@ def load_llm(settings: Settings) -> LLM | None:
 
     return OpenAILike(
         model=settings.llm_model,
-        api_base=settings.llm_base_url or "https://api.openai.com/v1",
+        api_base=llm_endpoint(settings),
         api_key=settings.llm_api_key.get_secret_value() or "unset",
         is_chat_model=True,
         context_window=settings.llm_context_window,
@@ -75,6 +80,5 @@ def _llm_error(settings: Settings, exc: Exception) -> Exception:
 
     if not isinstance(exc, openai.OpenAIError):
         return exc
-    where = settings.llm_base_url or "https://api.openai.com/v1"
     message = " ".join(str(exc).split())[:300]
-    return LLMUnavailable(f"the LLM at {where} failed ({type(exc).__name__}): {message}")
+    return LLMUnavailable(f"the LLM at {llm_endpoint(settings)} failed ({type(exc).__name__}): {message}")
