@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 import logging
 import zipfile
 from collections.abc import Callable, Iterator
@@ -152,15 +153,17 @@ def text_sections(path: Path) -> Iterator[Section]:
         head = f.read(STREAM_BLOCK_BYTES + 1)
     if len(head) <= STREAM_BLOCK_BYTES:
         return iter([Section(decode_text(head, path))])
-    return _text_blocks(path, detect_encoding(head, path, whole=False))
+    return _text_blocks(path, head, detect_encoding(head, path, whole=False))
 
 
-def _text_blocks(path: Path, encoding: str) -> Iterator[Section]:
+def _text_blocks(path: Path, head: bytes, encoding: str) -> Iterator[Section]:
+    """The file's text block by block, from ``head`` (its first bytes, already read) on."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     carry, joined = "", False
     try:
         with path.open("rb") as f:
-            for block in iter(lambda: f.read(STREAM_BLOCK_BYTES), b""):
+            f.seek(len(head))
+            for block in itertools.chain([head], iter(lambda: f.read(STREAM_BLOCK_BYTES), b"")):
                 text = carry + _clean(decoder.decode(block), path)
                 cut = _seam(text)
                 yield Section(text[:cut], joined=joined)
