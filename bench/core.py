@@ -138,19 +138,20 @@ def milvus_table(settings: Any, sizes: tuple[int, ...] = (10, 100, 1000)) -> lis
     return rows
 
 
-def private_settings(root: Path) -> tuple[Any, bool]:
+def private_settings(root: Path, own_milvus: bool = False) -> tuple[Any, bool]:
     """Settings for a benchmark, and whether it needs its own Milvus.
 
-    Milvus: the configured one when it answers, else an embedded one. Redis and the workers are
-    always private, so that no other dropvec worker takes the benchmark's tasks. The collection is
-    the benchmark's own, dropped first: nothing indexed before can be reused.
+    Milvus: the configured one when it answers (unless ``own_milvus``), else an embedded one.
+    Redis and the workers are always private, so that no other dropvec worker takes the
+    benchmark's tasks. The collection is the benchmark's own, dropped first: nothing indexed
+    before can be reused.
     """
     from config.settings import Settings
     from dropvec.stack import free_port, is_reachable
 
     configured = Settings()
     host_port = configured.milvus_host_port
-    own_milvus = host_port is None or not is_reachable(*host_port)
+    own_milvus = own_milvus or host_port is None or not is_reachable(*host_port)
     settings = configured.model_copy(
         update={
             "redis_url": f"redis://127.0.0.1:{free_port()}/0",
@@ -164,14 +165,14 @@ def private_settings(root: Path) -> tuple[Any, bool]:
     return settings, own_milvus
 
 
-def start_services(settings: Any) -> list[Any]:
-    """Redis, and Milvus unless one answers; the benchmark collection dropped if it exists."""
+def start_services(settings: Any, redis: bool = True) -> list[Any]:
+    """Redis (unless not wanted), and Milvus unless one answers; the benchmark collection dropped
+    if it exists."""
     from dropvec.stack import start_milvus, start_redis
     from workers.store import milvus_client
 
-    services = [
-        s for s in (start_redis(settings, settings.data_dir), start_milvus(settings, settings.data_dir)) if s
-    ]
+    started = [start_redis(settings, settings.data_dir) if redis else None]
+    services = [s for s in (*started, start_milvus(settings, settings.data_dir)) if s]
     client = milvus_client(settings)
     client.drop_collection(settings.collection)
     client.close()

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         BUNDLED_MODEL, description="Hugging Face model name or local path; default: bundled MiniLM"
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, mps")
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="auto: torch on a GPU; on a CPU onnx-int8 for the bundled model, onnx for others",
+    )
+    cache_dir: Path = Field(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dropvec",
+        description="Where ONNX exports of the model are built, once per machine",
+    )
     torch_threads: int = Field(0, ge=0, description="Threads per worker process; 0 = cores/workers")
     embed_batch_size: int = Field(32, ge=1)
 
@@ -147,6 +155,15 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved_backend(self) -> str:
+        """The embedding backend: the one configured, or for ``auto`` the fastest one measured
+        to keep retrieval quality (int8 is gated on the bundled model only; see bench.quality)."""
+        if self.embed_backend != "auto":
+            return self.embed_backend
+        if self.resolved_device() != "cpu":
+            return "torch"
+        return "onnx-int8" if self.embed_model == BUNDLED_MODEL else "onnx"
 
     def threads_per_process(self, processes: int = 1) -> int:
         if self.torch_threads:

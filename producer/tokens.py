@@ -45,37 +45,57 @@ class TokenWindow:
         return [p for p in pieces if p.strip()]
 
 
-def _read_json(model: str, filename: str) -> dict[str, Any] | None:
-    """A model file from a local folder or the Hugging Face cache (``HF_HUB_OFFLINE`` honoured)."""
+def _model_file(model: str, filename: str) -> Path | None:
+    """A file of the model, from its local folder or the Hugging Face cache (``HF_HUB_OFFLINE``
+    honoured); None if the model has no such file."""
     local = Path(model)
     if local.is_dir():
         path = local / filename
-        return json.loads(path.read_text()) if path.exists() else None
-    from transformers.utils import cached_file
+        return path if path.exists() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
-    found = cached_file(model, filename, _raise_exceptions_for_missing_entries=False)
-    return json.loads(Path(found).read_text()) if found else None
+    try:
+        return Path(hf_hub_download(model, filename))
+    except EntryNotFoundError:
+        return None
+
+
+def _read_json(model: str, filename: str) -> dict[str, Any]:
+    path = _model_file(model, filename)
+    return json.loads(path.read_text()) if path else {}
 
 
 @lru_cache(maxsize=4)
 def load_window(model: str) -> TokenWindow:
-    """The window of ``model`` (a local path or Hugging Face name)."""
-    from transformers import AutoTokenizer
+    """The window of ``model`` (a local path or Hugging Face name).
 
+    The model's ``tokenizer.json`` is loaded with ``tokenizers`` alone: importing ``transformers``
+    would bring torch into the producer (about 400 MB). A model without one (a slow tokenizer's
+    vocabulary only) is converted by ``transformers``.
+    """
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
+        found = _model_file(model, "tokenizer.json")
+        tokenizer = Tokenizer.from_file(str(found)) if found else _converted(model)
+        st_config = _read_json(model, "sentence_bert_config.json")
+        max_len = st_config.get("max_seq_length")
+        if not max_len:
+            model_max = _read_json(model, "tokenizer_config.json").get("model_max_length")
+            positions = _read_json(model, "config.json").get("max_position_embeddings")
+            max_len = min(c for c in (model_max, positions, 1_000_000) if isinstance(c, int) and c > 0)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the tokenizer of embedding model {model!r}: {exc}") from exc
-    st_config = _read_json(model, "sentence_bert_config.json") or {}
-    max_len = st_config.get("max_seq_length")
-    if not max_len:
-        hf_config = _read_json(model, "config.json") or {}
-        candidates = [tokenizer.model_max_length, hf_config.get("max_position_embeddings")]
-        max_len = min(c for c in candidates if isinstance(c, int) and 0 < c < 1_000_000)
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"embedding model {model!r} has no fast (Rust) tokenizer; dropvec needs one")
-    rust = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    rust.no_truncation()
-    rust.no_padding()
-    specials = tokenizer.num_special_tokens_to_add(pair=False)
-    return TokenWindow(tokenizer=rust, budget=int(max_len) - specials)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    post = tokenizer.post_processor
+    specials = post.num_special_tokens_to_add(False) if post is not None else 0
+    return TokenWindow(tokenizer=tokenizer, budget=int(max_len) - specials)
+
+
+def _converted(model: str) -> Tokenizer:
+    from transformers import AutoTokenizer
+
+    slow = AutoTokenizer.from_pretrained(model)
+    if not getattr(slow, "is_fast", False):
+        raise ValueError("it has no fast (Rust) tokenizer; dropvec needs one")
+    return Tokenizer.from_str(slow.backend_tokenizer.to_str())

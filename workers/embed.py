@@ -1,31 +1,73 @@
-"""The embedding model, loaded once per process."""
+"""The embedding model, loaded once per process, on the backend the settings resolve to.
+
+``torch``      sentence-transformers on torch: CUDA when a GPU is present, else CPU fp32.
+``onnx``       the same model exported to ONNX (vectors equal to torch's), run by ONNX Runtime.
+``onnx-int8``  that export with int8 dynamic quantisation: per-channel weights, MatMuls only (the
+               embeddings, LayerNorm, softmax and GELU stay fp32), with the instruction set the CPU
+               has (AVX-512 VNNI, AVX2 or ARM64). ``bench.quality`` measures what it costs.
+
+ONNX exports are built from the model's own local weights, offline, once per machine, into
+``cache_dir``: the first worker to need one builds it under a file lock while the others wait.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
 from config.settings import Settings
+from dropvec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: Bumped when the export or quantisation recipe changes: older exports are then rebuilt.
+RECIPE_VERSION = 1
+QUANTIZED_FILE = "model_qint8.onnx"
+
 
 def load_embedder(settings: Settings) -> HuggingFaceEmbedding:
-    """Load the configured model, with the torch thread count of one worker process."""
+    """Load the configured model, with the thread count of one worker process."""
     import torch
 
     threads = settings.threads_per_process()
     torch.set_num_threads(threads)
     settings.prepare_environment()
     device = settings.resolved_device()
+    backend = settings.resolved_backend()
+    from llama_index.embeddings.huggingface.utils import (
+        get_query_instruct_for_model_name,
+        get_text_instruct_for_model_name,
+    )
+
+    options: dict[str, Any] = {
+        # by the configured name: an exported copy's path would lose the model's instructions
+        "query_instruction": get_query_instruct_for_model_name(settings.embed_model_path),
+        "text_instruction": get_text_instruct_for_model_name(settings.embed_model_path),
+    }
+    model_name = settings.embed_model_path
+    if backend != "torch":
+        if device != "cpu":
+            raise ConfigError(
+                f"the {backend} backend runs on the CPU: set DROPVEC_EMBED_BACKEND=torch for {device}"
+            )
+        model_name, options["model_kwargs"] = onnx_model(settings, backend, threads)
+        options["backend"] = "onnx"
     model = HuggingFaceEmbedding(
-        model_name=settings.embed_model_path,
+        model_name=model_name,
         device=device,
         embed_batch_size=settings.embed_batch_size,
         normalize=True,
+        **options,
     )
-    log.info("loaded %s on %s with %d threads", settings.embed_model_path, device, threads)
+    log.info("loaded %s (%s) on %s with %d threads", settings.embed_model, backend, device, threads)
     return model
 
 
@@ -33,3 +75,81 @@ def embedding_dim(model: HuggingFaceEmbedding) -> int:
     """The model's output dimension, asked of the model itself."""
     dim = model._model.get_sentence_embedding_dimension()
     return int(dim) if dim else len(model.get_text_embedding("dimension probe"))
+
+
+def onnx_model(settings: Settings, backend: str, threads: int) -> tuple[str, dict[str, Any]]:
+    """The exported model's folder and the ``model_kwargs`` that load ``backend`` from it."""
+    import onnxruntime
+
+    folder = export_onnx(settings)
+    session = onnxruntime.SessionOptions()
+    session.intra_op_num_threads = threads
+    session.inter_op_num_threads = 1
+    file_name = QUANTIZED_FILE if backend == "onnx-int8" else "model.onnx"
+    kwargs = {
+        "file_name": f"onnx/{file_name}",
+        "provider": "CPUExecutionProvider",
+        "session_options": session,
+    }
+    return str(folder), kwargs
+
+
+def quantization_recipe() -> str:
+    """The optimum quantisation preset for this CPU: its int8 instructions decide how weights are
+    stored (without VNNI, full-range int8 weights saturate, so AVX2 gets a reduced range)."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return "avx512_vnni" if "avx512_vnni" in flags or "amx_int8" in flags else "avx2"
+
+
+def export_onnx(settings: Settings) -> Path:
+    """The model's ONNX export (fp32 ``onnx/model.onnx`` and int8 ``onnx/model_qint8.onnx``) in
+    the cache, built now if missing. Keyed by the model, its weights' size and time, the recipe."""
+    source = settings.embed_model_path
+    recipe = quantization_recipe()
+    stamp = [source, recipe, str(RECIPE_VERSION)]
+    if Path(source).is_dir():
+        stamp += [
+            f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(Path(source).iterdir())
+        ]
+    key = hashlib.sha256("\0".join(stamp).encode()).hexdigest()[:16]
+    folder = settings.cache_dir / "onnx" / f"{Path(source).name}-{key}"
+    if (folder / "onnx" / QUANTIZED_FILE).exists():
+        return folder
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / "onnx" / QUANTIZED_FILE).exists():
+            return folder  # another process built it while this one waited
+        log.info("exporting %s to ONNX (%s int8), once, into %s", settings.embed_model, recipe, folder)
+        building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+        try:
+            _build(source, recipe, building)
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(building, folder)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return folder
+
+
+def _build(source: str, recipe: str, folder: Path) -> None:
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    try:
+        model = SentenceTransformer(source, backend="onnx", device="cpu")
+    except Exception as exc:  # noqa: BLE001 - optimum raises many kinds for a model it cannot export
+        raise ConfigError(f"cannot export embedding model {source!r} to ONNX: {exc}") from exc
+    model.save_pretrained(str(folder))
+    preset = getattr(AutoQuantizationConfig, recipe)
+    options: dict[str, Any] = {"is_static": False, "per_channel": True, "operators_to_quantize": ["MatMul"]}
+    if recipe == "avx2":
+        options["reduce_range"] = True
+    config = preset(**options)
+    export_dynamic_quantized_onnx_model(model, config, str(folder), file_suffix="qint8")

@@ -69,7 +69,7 @@ class WorkerRuntime:
                 pending.append(self.loop.submit(self.writer.write(ready)))
 
         write(set(vectors))
-        keys = list(todo)
+        keys = sorted(todo, key=lambda h: len(todo[h]))  # batches of like length: little padding
         for start in range(0, len(keys), self.settings.embed_batch_size):
             batch = keys[start : start + self.settings.embed_batch_size]
             embedded = self.embedder.get_text_embedding_batch([todo[h] for h in batch])
