@@ -1,0 +1,275 @@
+"""The performance harness: dropvec against the LlamaIndex pipelines users would otherwise pick,
+on the same corpus, model and Milvus, in one run.
+
+    .venv/bin/python -m bench.perf [--corpus DIR] [--json] [--skip quality,store,big]
+
+Rows (chunks/s, ratio to the best peer, ratio to the ceiling, peak RSS):
+- ceiling: the default backend's own encode (sentence-transformers ``encode``) of dropvec's chunks;
+- dropvec end to end (``ingest`` to the last chunk written) with 1 and 2 worker processes;
+- LlamaIndex ``IngestionPipeline.arun`` (``SentenceSplitter`` + ``HuggingFaceEmbedding``, into
+  ``MilvusVectorStore``) and the tutorial's ``VectorStoreIndex.from_documents(use_async=True)``,
+  both with their default (torch) backend and the same chunk size as dropvec.
+The peers are given the documents as dropvec reads them (both 10-Ks are encrypted, and one is
+damaged: llama-index's own PDF reader gets no text from them), and are timed from documents in
+hand to vectors stored; dropvec's time includes reading the files. Each system runs in a process
+of its own, whose peak RSS (with its children) is sampled every 0.1 s.
+
+Then, unless skipped: the quality gate (``bench.quality``, every backend on the labelled
+questions), the write path and search latency (``bench.store``), and the producer's peak RSS on a
+``--big-mb`` text file (``bench.burst``'s big-file part). Starts its own Valkey and Milvus under a
+temporary folder. Prints figures; asserts nothing. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.core import SEED, chunk_texts, private_settings, start_services
+
+PEERS = ("llamaindex IngestionPipeline.arun", "llamaindex VectorStoreIndex.from_documents(use_async)")
+
+
+class PeakRss(threading.Thread):
+    """Peak RSS in MB of processes (each with its children), sampled every 0.1 s."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak, self.stopped = pids, 0.0, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.1):
+            for pid in self.pids:
+                try:
+                    proc = psutil.Process(pid)
+                    rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                except psutil.Error:
+                    continue
+                self.peak = max(self.peak, rss / 2**20)
+
+    def stop(self) -> float:
+        self.stopped.set()
+        self.join()
+        return self.peak
+
+
+def in_own_process(role: str, settings: Any, files: list[Path]) -> dict[str, Any]:
+    """Run ``role`` (ceiling or a peer) in a new process; its JSON row with its peak RSS."""
+    cmd = [sys.executable, "-m", "bench.perf", "--role", role, "--files", *map(str, files)]
+    proc = subprocess.Popen(cmd, env={**os.environ, **settings.to_env()}, stdout=subprocess.PIPE, text=True)
+    sampler = PeakRss([proc.pid])
+    out, _ = proc.communicate()
+    peak = sampler.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{role} failed with exit code {proc.returncode}")
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": round(peak)}
+
+
+def documents(files: list[Path]) -> list[Any]:
+    from llama_index.core import Document
+
+    from producer.read import read_sections
+
+    return [
+        Document(text=s.text, metadata={"file_name": f.name, **s.metadata})
+        for f in files
+        for s in read_sections(f)
+    ]
+
+
+def role_ceiling(settings: Any, files: list[Path]) -> dict[str, Any]:
+    from workers.embed import load_embedder
+
+    texts = chunk_texts(settings, files)
+    model = load_embedder(settings)._model
+    model.encode(texts[:16])
+    start = time.perf_counter()
+    model.encode(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
+    seconds = time.perf_counter() - start
+    system = f"ceiling: {settings.resolved_backend()} encode"
+    return {"system": system, "chunks": len(texts), "seconds": seconds}
+
+
+def role_peer(settings: Any, files: list[Path], tutorial: bool) -> dict[str, Any]:
+    from llama_index.core import Settings as LlamaSettings
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from llama_index.vector_stores.milvus import MilvusVectorStore
+
+    docs = documents(files)
+    embed = HuggingFaceEmbedding(model_name=settings.embed_model_path, device=settings.resolved_device())
+    store = MilvusVectorStore(
+        uri=settings.milvus_uri,
+        collection_name="bench_peer",
+        dim=384,
+        overwrite=True,
+        similarity_metric="COSINE",
+    )
+    splitter = SentenceSplitter(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+    start = time.perf_counter()
+    if tutorial:
+        LlamaSettings.embed_model, LlamaSettings.node_parser = embed, splitter
+        storage = StorageContext.from_defaults(vector_store=store)
+        index = VectorStoreIndex.from_documents(docs, storage_context=storage, use_async=True)
+        chunks = len(index.index_struct.nodes_dict)
+    else:
+        pipeline = IngestionPipeline(transformations=[splitter, embed], vector_store=store)
+        chunks = len(asyncio.run(pipeline.arun(documents=docs)))
+    seconds = time.perf_counter() - start
+    store.client.drop_collection("bench_peer")
+    return {"system": PEERS[tutorial], "chunks": chunks, "seconds": seconds}
+
+
+def dropvec_end_to_end(settings: Any, files: list[Path], workers: int, root: Path) -> dict[str, Any]:
+    """``ingest`` into a new collection with ``workers`` warm worker processes."""
+    from dropvec.cli import _live_workers, _producer
+    from dropvec.stack import start_workers
+    from workers.store import milvus_client
+
+    client = milvus_client(settings)
+    client.drop_collection(settings.collection)  # nothing reused from the run before
+    client.close()
+    services = start_workers(settings, workers, root / "logs", first=10 * workers)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_live_workers(settings)) < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit("workers did not start; see " + str(root / "logs"))
+            time.sleep(0.5)
+        sampler = PeakRss([s.proc.pid for s in services])
+        producer = _producer(settings)
+        start = time.perf_counter()
+        report = producer.ingest(files, force=True)
+        while not producer.state.progress(report.run_id).finished:
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        peak = sampler.stop() / workers  # per worker process
+    finally:
+        for s in services:
+            s.stop()
+    noun = "process" if workers == 1 else "processes"
+    return {
+        "system": f"dropvec end to end, {workers} worker {noun}",
+        "chunks": report.chunks,
+        "seconds": seconds,
+        "peak_rss_mb": round(peak),
+        "producer_peak_rss_mb": round(psutil.Process().memory_info().rss / 2**20),
+    }
+
+
+def throughput(settings: Any, files: list[Path], root: Path) -> list[dict[str, Any]]:
+    rows = [in_own_process("ceiling", settings, files)]
+    rows += [dropvec_end_to_end(settings, files, n, root) for n in (1, 2)]
+    rows += [in_own_process(role, settings, files) for role in ("pipeline", "tutorial")]
+    for row in rows:
+        row["chunks_per_s"] = row["chunks"] / row["seconds"]
+    best_peer = max(r["chunks_per_s"] for r in rows if r["system"] in PEERS)
+    for row in rows:
+        row["ratio_to_best_peer"] = row["chunks_per_s"] / best_peer
+        row["ratio_to_ceiling"] = row["chunks_per_s"] / rows[0]["chunks_per_s"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus", type=Path, default=SEED, help="a folder (default: the seed corpus)")
+    parser.add_argument("--skip", default="", help="comma-separated: quality, store, big")
+    parser.add_argument("--big-mb", type=int, default=200)
+    parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    parser.add_argument("--role", choices=["ceiling", "pipeline", "tutorial"], help=argparse.SUPPRESS)
+    parser.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    from config.settings import Settings
+
+    if args.role:  # one system, in a process of its own (see in_own_process)
+        settings = Settings()
+        settings.prepare_environment()
+        if args.role == "ceiling":
+            row = role_ceiling(settings, args.files)
+        else:
+            row = role_peer(settings, args.files, tutorial=args.role == "tutorial")
+        print(json.dumps(row))
+        return
+
+    skip = set(filter(None, args.skip.split(",")))
+    files = sorted(p.absolute() for p in args.corpus.rglob("*") if p.is_file() and not p.name.startswith("."))
+    root = Path(tempfile.mkdtemp(prefix="dropvec-bench-perf-"))
+    settings, _ = private_settings(root, own_milvus=True)
+    services = start_services(settings)
+    try:
+        rows = throughput(settings, files, root)
+    finally:
+        for s in reversed(services):
+            s.stop()
+    if "quality" not in skip:
+        from bench.quality import run
+
+        rows += run(settings, [f for f in files if f.parent == SEED] or files)
+    extra = [("store", ["bench.store", "--json"]), ("big", ["bench.burst", "--files", "0", "--json"])]
+    for name, cmd in extra:
+        if name not in skip:
+            more = ["--big-mb", str(args.big_mb)] if name == "big" else []
+            out = subprocess.run(
+                [sys.executable, "-m", *cmd, *more], capture_output=True, text=True, check=True
+            )
+            rows += [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    print_rows(settings, files, rows)
+
+
+def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> None:
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
+    print(f"machine: {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}")
+    print(f"corpus: {', '.join(f.name for f in files)}; chunk size {settings.chunk_size} tokens")
+    head = f"{'chunks':>6} {'s':>7} {'chunks/s':>8} {'/best peer':>10} {'/ceiling':>8} {'RSS MB':>7}"
+    print(f"\n{'system':58} {head}")
+    for r in rows:
+        if "ratio_to_ceiling" in r:
+            print(
+                f"{r['system']:58} {r['chunks']:6d} {r['seconds']:7.1f} {r['chunks_per_s']:8.1f} "
+                f"{r['ratio_to_best_peer']:9.2f}x {r['ratio_to_ceiling']:7.0%} {r['peak_rss_mb']:7d}"
+            )
+    quality = [r for r in rows if "recall_at_5" in r]
+    if quality:
+        print()
+        from bench.quality import print_rows as print_quality
+
+        print_quality(quality)
+    for r in rows:
+        if "vectors_per_s" in r:
+            print(f"{r['system']:58} {r['vectors_per_s']:9.0f} vectors/s")
+        elif "p50_ms" in r:
+            print(f"{r['system']:58} p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms")
+        elif "max_queue_depth" in r:
+            print(f"{r['system']}: {r['seconds']} s, peak RSS MB {r['peak_rss_mb']}; {r['summary']}")
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+if __name__ == "__main__":
+    main()
