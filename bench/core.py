@@ -48,11 +48,9 @@ def chunk_texts(settings: Any, files: list[Path]) -> list[str]:
 
 def model_ceiling(settings: Any, texts: list[str]) -> float:
     """The backend's own encode of the same chunks, no queue and no storage: chunks/s."""
-    import torch
-    from sentence_transformers import SentenceTransformer
+    from workers.embed import load_embedder
 
-    torch.set_num_threads(settings.threads_per_process(1))
-    model = SentenceTransformer(settings.embed_model_path, device=settings.resolved_device())
+    model = load_embedder(settings)._model  # the configured backend's SentenceTransformer
     model.encode(texts[:16])
     start = time.perf_counter()
     model.encode(texts, normalize_embeddings=True)  # its own default batch size
@@ -199,7 +197,7 @@ def main() -> None:
         ceiling = model_ceiling(settings, texts)
         rows.append(
             {
-                "system": "model ceiling (sentence-transformers encode)",
+                "system": f"model ceiling ({settings.resolved_backend()} encode)",
                 "chunks": len(texts),
                 "seconds": len(texts) / ceiling,
                 "chunks_per_s": ceiling,

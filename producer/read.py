@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from llama_index.core.readers.base import BaseReader
+from llama_index.core.schema import Document
 
 from dropvec.errors import SkippedFile, UnreadableFile
 from producer.chunk import Section
@@ -17,10 +18,36 @@ from producer.chunk import Section
 log = logging.getLogger(__name__)
 
 
-def _pdf() -> BaseReader:
-    from llama_index.readers.file import PDFReader
+class PdfiumReader(BaseReader):
+    """One document per page, its text extracted by PDFium (``pypdfium2``), with its page label.
 
-    return PDFReader()
+    llama-index's ``PDFReader`` (pypdf) spent 22 s of a core on the two seed 10-Ks, which PDFium
+    reads in 1 s, and it runs words together at line ends ("actionsfrom") where PDFium keeps the
+    break. PDFs encrypted with an empty user password open as they do in a viewer; damaged cross
+    reference tables are rebuilt.
+    """
+
+    def load_data(self, file: Path, extra_info: dict | None = None) -> list[Document]:
+        import pypdfium2
+
+        pdf = pypdfium2.PdfDocument(str(file))
+        try:
+            documents = []
+            for i in range(len(pdf)):
+                page = pdf[i]
+                textpage = page.get_textpage()
+                text = textpage.get_text_bounded().replace("\r\n", "\n")
+                textpage.close()
+                page.close()
+                label = pdf.get_page_label(i) or str(i + 1)
+                documents.append(Document(text=text, metadata={"page_label": label, **(extra_info or {})}))
+            return documents
+        finally:
+            pdf.close()
+
+
+def _pdf() -> BaseReader:
+    return PdfiumReader()
 
 
 def _docx() -> BaseReader:
