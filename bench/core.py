@@ -16,9 +16,12 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "seed"
 
@@ -57,28 +60,64 @@ def model_ceiling(settings: Any, texts: list[str]) -> float:
     return len(texts) / (time.perf_counter() - start)
 
 
-def end_to_end(settings: Any, files: list[Path], workers: int, root: Path) -> tuple[int, float]:
-    """Enqueue ``files`` and wait until every chunk is written, with ``workers`` warm processes."""
+class PeakRss(threading.Thread):
+    """Peak RSS in MB of processes (each with its children), sampled every 0.1 s."""
+
+    def __init__(self, pids: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak, self.stopped = pids, 0.0, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.1):
+            for pid in self.pids:
+                try:
+                    proc = psutil.Process(pid)
+                    rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+                except psutil.Error:
+                    continue
+                self.peak = max(self.peak, rss / 2**20)
+
+    def stop(self) -> float:
+        self.stopped.set()
+        self.join()
+        return self.peak
+
+
+def end_to_end(
+    settings: Any, files: list[Path], workers: int, root: Path, first: int = 0
+) -> tuple[int, float, float]:
+    """Enqueue ``files`` and wait until every chunk is written, with ``workers`` warm processes
+    (numbered from ``first``): chunks, seconds, and the workers' peak RSS in MB, all together."""
     from dropvec.cli import _live_workers, _producer
     from dropvec.stack import start_workers
 
-    services = start_workers(settings, workers, root / "logs")
+    services = start_workers(settings, workers, root / "logs", first=first)
     try:
         deadline = time.monotonic() + 300
         while len(_live_workers(settings)) < workers:
             if time.monotonic() > deadline:
                 raise SystemExit("workers did not start; see " + str(root / "logs"))
             time.sleep(0.5)
+        sampler = PeakRss([s.proc.pid for s in services])
         producer = _producer(settings)
         start = time.perf_counter()
         report = producer.ingest(files, force=True)
         while not producer.state.progress(report.run_id).finished:
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
-        return report.chunks, elapsed
+        return report.chunks, elapsed, sampler.stop()
     finally:
         for s in services:
             s.stop()
+
+
+def drop_collection(settings: Any, name: str | None = None) -> None:
+    from workers.store import milvus_client
+
+    client = milvus_client(settings)
+    client.drop_collection(name or settings.collection)
+    client.close()
 
 
 def milvus_table(settings: Any, sizes: tuple[int, ...] = (10, 100, 1000)) -> list[dict[str, Any]]:
@@ -167,13 +206,10 @@ def start_services(settings: Any, redis: bool = True) -> list[Any]:
     """Redis (unless not wanted), and Milvus unless one answers; the benchmark collection dropped
     if it exists."""
     from dropvec.stack import start_milvus, start_redis
-    from workers.store import milvus_client
 
     started = [start_redis(settings, settings.data_dir) if redis else None]
     services = [s for s in (*started, start_milvus(settings, settings.data_dir)) if s]
-    client = milvus_client(settings)
-    client.drop_collection(settings.collection)
-    client.close()
+    drop_collection(settings)
     return services
 
 
@@ -184,8 +220,6 @@ def main() -> None:
     parser.add_argument("--files", nargs="*", type=Path, default=[SEED / "paul_graham_essay.txt"])
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args()
-
-    from workers.store import milvus_client
 
     root = Path(tempfile.mkdtemp(prefix="dropvec-bench-"))
     settings, own_milvus = private_settings(root)
@@ -203,7 +237,7 @@ def main() -> None:
                 "chunks_per_s": ceiling,
             }
         )
-        chunks, seconds = end_to_end(settings, files, 1, root)
+        chunks, seconds, _ = end_to_end(settings, files, 1, root)
         rows.append(
             {
                 "system": "dropvec end to end, 1 worker process",
@@ -214,9 +248,7 @@ def main() -> None:
             }
         )
         table = milvus_table(settings)
-        client = milvus_client(settings)
-        client.drop_collection(settings.collection)
-        client.close()
+        drop_collection(settings)
     finally:
         for s in reversed(services):
             s.stop()

@@ -29,40 +29,23 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench.core import SEED, chunk_texts, private_settings, start_services
+from bench.core import (
+    SEED,
+    PeakRss,
+    chunk_texts,
+    drop_collection,
+    end_to_end,
+    private_settings,
+    start_services,
+)
 
 PEERS = ("llamaindex IngestionPipeline.arun", "llamaindex VectorStoreIndex.from_documents(use_async)")
-
-
-class PeakRss(threading.Thread):
-    """Peak RSS in MB of processes (each with its children), sampled every 0.1 s."""
-
-    def __init__(self, pids: list[int]) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.peak, self.stopped = pids, 0.0, threading.Event()
-        self.start()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.1):
-            for pid in self.pids:
-                try:
-                    proc = psutil.Process(pid)
-                    rss = sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
-                except psutil.Error:
-                    continue
-                self.peak = max(self.peak, rss / 2**20)
-
-    def stop(self) -> float:
-        self.stopped.set()
-        self.join()
-        return self.peak
 
 
 def in_own_process(role: str, settings: Any, files: list[Path]) -> dict[str, Any]:
@@ -138,38 +121,16 @@ def role_peer(settings: Any, files: list[Path], tutorial: bool) -> dict[str, Any
 
 
 def dropvec_end_to_end(settings: Any, files: list[Path], workers: int, root: Path) -> dict[str, Any]:
-    """``ingest`` into a new collection with ``workers`` warm worker processes."""
-    from dropvec.cli import _live_workers, _producer
-    from dropvec.stack import start_workers
-    from workers.store import milvus_client
-
-    client = milvus_client(settings)
-    client.drop_collection(settings.collection)  # nothing reused from the run before
-    client.close()
-    services = start_workers(settings, workers, root / "logs", first=10 * workers)
-    try:
-        deadline = time.monotonic() + 300
-        while len(_live_workers(settings)) < workers:
-            if time.monotonic() > deadline:
-                raise SystemExit("workers did not start; see " + str(root / "logs"))
-            time.sleep(0.5)
-        sampler = PeakRss([s.proc.pid for s in services])
-        producer = _producer(settings)
-        start = time.perf_counter()
-        report = producer.ingest(files, force=True)
-        while not producer.state.progress(report.run_id).finished:
-            time.sleep(0.05)
-        seconds = time.perf_counter() - start
-        peak = sampler.stop() / workers  # per worker process
-    finally:
-        for s in services:
-            s.stop()
+    """``ingest`` into a new collection (nothing reused from the run before) with ``workers`` warm
+    worker processes."""
+    drop_collection(settings)
+    chunks, seconds, peak = end_to_end(settings, files, workers, root, first=10 * workers)
     noun = "process" if workers == 1 else "processes"
     return {
         "system": f"dropvec end to end, {workers} worker {noun}",
-        "chunks": report.chunks,
+        "chunks": chunks,
         "seconds": seconds,
-        "peak_rss_mb": round(peak),
+        "peak_rss_mb": round(peak / workers),  # per worker process
         "producer_peak_rss_mb": round(psutil.Process().memory_info().rss / 2**20),
     }
 

@@ -52,12 +52,11 @@ def nodes(count: int, rng: np.random.Generator, offset: int = 0) -> list[Any]:
 
 def write(settings: Any, count: int, batch_size: int, concurrency: int, seed: int) -> float:
     """Write ``count`` nodes into ``settings.collection`` (created anew); vectors/s."""
+    from bench.core import drop_collection
     from workers.loop import LoopThread
-    from workers.store import ChunkWriter, ensure_collection, milvus_client, open_store
+    from workers.store import ChunkWriter, ensure_collection, open_store
 
-    client = milvus_client(settings)
-    client.drop_collection(settings.collection)
-    client.close()
+    drop_collection(settings)
     ensure_collection(settings, DIM)
     tuned = settings.model_copy(update={"write_batch_size": batch_size, "write_concurrency": concurrency})
     rng = np.random.default_rng(seed)
@@ -119,7 +118,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args()
 
-    from bench.core import private_settings, start_services
+    from bench.core import drop_collection, private_settings, start_services
 
     root = Path(tempfile.mkdtemp(prefix="dropvec-bench-store-"))
     settings, _ = private_settings(root, own_milvus=True)
@@ -154,11 +153,7 @@ def main() -> None:
                     }
                 )
             else:
-                from workers.store import milvus_client
-
-                client = milvus_client(settings)
-                client.drop_collection(collection)
-                client.close()
+                drop_collection(settings, collection)
     finally:
         for s in reversed(services):
             s.stop()
