@@ -38,6 +38,14 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin dropvec \
     && mkdir -p /data/inbox /data/state \
     && chown -R dropvec:dropvec /data
 
+# The model's ONNX export (the CPU backend), built into the image so that no container spends its
+# start on it. It is keyed by the build machine's int8 instructions: a host with other ones builds
+# its own on first use, into the same (writable) folder.
+ENV DROPVEC_CACHE_DIR=/opt/dropvec-cache
+RUN python -c "from config.settings import Settings; from workers.embed import export_onnx; \
+print(export_onnx(Settings()))" \
+    && chown -R dropvec:dropvec /opt/dropvec-cache
+
 # Relative defaults (inbox/, .dropvec/, .env) resolve under /data.
 WORKDIR /data
 USER dropvec
