@@ -58,8 +58,14 @@ def load_embedder(settings: Settings) -> HuggingFaceEmbedding:
             raise ConfigError(
                 f"the {backend} backend runs on the CPU: set DROPVEC_EMBED_BACKEND=torch for {device}"
             )
-        model_name, options["model_kwargs"] = onnx_model(settings, backend, threads)
-        options["backend"] = "onnx"
+        try:
+            model_name, options["model_kwargs"] = onnx_model(settings, backend, threads)
+            options["backend"] = "onnx"
+        except ConfigError as exc:
+            if settings.embed_backend != "auto":
+                raise
+            log.warning("%s; using the torch backend", exc)  # a model optimum cannot export
+            backend = "torch"
     model = HuggingFaceEmbedding(
         model_name=model_name,
         device=device,

@@ -3,6 +3,8 @@ int8 passes the quality gate (bench.quality) on the essay's labelled questions."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.core import SEED
@@ -29,3 +31,21 @@ def test_default_backend_on_a_cpu() -> None:
     other = Settings(_env_file=None, device="cpu", embed_model="/some/model")  # type: ignore[call-arg]
     assert other.resolved_backend() == "onnx"  # int8 is gated on the bundled model only
     assert Settings(_env_file=None, device="cuda").resolved_backend() == "torch"  # type: ignore[call-arg]
+
+
+def test_a_model_that_cannot_be_exported_falls_back_to_torch_only_under_auto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workers.embed as embed
+    from dropvec.errors import ConfigError
+
+    def cannot_export(source: str, recipe: str, folder: Path) -> None:
+        raise ConfigError(f"cannot export embedding model {source!r} to ONNX: unsupported")
+
+    monkeypatch.setattr(embed, "_build", cannot_export)
+    auto = Settings(_env_file=None, device="cpu", cache_dir=tmp_path)  # type: ignore[call-arg]
+    model = embed.load_embedder(auto)
+    assert type(model._model[0].auto_model).__module__.startswith("transformers")  # torch, not ONNX
+    assert len(model.get_text_embedding("still works")) == 384
+    with pytest.raises(ConfigError, match="cannot export"):
+        embed.load_embedder(auto.model_copy(update={"embed_backend": "onnx-int8"}))
