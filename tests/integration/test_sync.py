@@ -186,7 +186,7 @@ def test_status_json_shows_per_file_state_with_files(stack: Stack, here: Path) -
     files = {f["path"]: f for f in info["file_states"]}
     assert files[str(here / "s.md")]["status"] == "indexed"
     assert files[str(here / "bad.pdf")]["status"] == "failed"
-    assert files[str(here / "bad.pdf")]["reason"].startswith("cannot read pdf: PdfStreamError")
+    assert files[str(here / "bad.pdf")]["reason"].startswith("cannot read pdf: PdfiumError")
     assert info["files"]["failed"] >= 1 and info["files"]["indexed"] >= 1
     assert any(f["path"] == str(here / "bad.pdf") for f in info["latest_failures"])
     assert {"embedded", "reused"} <= set(info["chunks_per_second"])
