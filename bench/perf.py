@@ -182,10 +182,11 @@ def main() -> None:
     finally:
         for s in reversed(services):
             s.stop()
-    if "quality" not in skip:
+    labelled = [f for f in files if f.parent == SEED]  # the questions are on the seed corpus
+    if "quality" not in skip and labelled:
         from bench.quality import run
 
-        rows += run(settings, [f for f in files if f.parent == SEED] or files)
+        rows += run(settings, labelled)
     extra = [("store", ["bench.store", "--json"]), ("big", ["bench.burst", "--files", "0", "--json"])]
     for name, cmd in extra:
         if name not in skip:
