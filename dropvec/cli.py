@@ -26,6 +26,9 @@ app = typer.Typer(help="Drop files in a folder; find their chunks in Milvus.", n
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+#: Pause before a Celery worker that stopped on an error is started again.
+WORKER_RESTART_SECONDS = 2
 
 
 def _settings() -> Settings:
@@ -428,7 +431,18 @@ def worker(
         ]
         if name:
             argv.append(f"--hostname={name}@%h")
-        celery_app.worker_main(argv)
+        # Celery gives up on a worker whose broker connection broke while kombu was closing a
+        # channel ("Unrecoverable error: AttributeError(... 'hostname')", kombu's long-standing race
+        # in restoring unacknowledged messages). Its tasks are safe (acks_late), so the worker is
+        # started again in this process, with the model still loaded; a shutdown asked for by a
+        # signal is not undone.
+        from celery.signals import worker_shutting_down
+
+        asked: list[object] = []
+        worker_shutting_down.connect(lambda **kw: asked.append(kw.get("sig")), weak=False)
+        while (code := celery_app.start(argv)) not in (None, 0) and not asked:
+            log.warning("the Celery worker stopped (exit code %s); starting it again", code)
+            time.sleep(WORKER_RESTART_SECONDS)
 
     _run(body)
 
