@@ -27,8 +27,6 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-#: Pause before a Celery worker that stopped on an error is started again.
-WORKER_RESTART_SECONDS = 2
 
 
 def _settings() -> Settings:
@@ -417,32 +415,14 @@ def worker(
     settings = _settings()
 
     def body() -> None:
+        from workers.app import run_worker
         from workers.runtime import get_runtime
         from workers.tasks import app as celery_app
 
         get_runtime(settings)  # load the model and open the store before taking any task
-        argv = [
-            "worker",
-            "--pool=solo",
-            f"--queues={QUEUE}",
-            f"--loglevel={settings.log_level}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        if name:
-            argv.append(f"--hostname={name}@%h")
-        # Celery gives up on a worker whose broker connection broke while kombu was closing a
-        # channel ("Unrecoverable error: AttributeError(... 'hostname')", kombu's long-standing race
-        # in restoring unacknowledged messages). Its tasks are safe (acks_late), so the worker is
-        # started again in this process, with the model still loaded; a shutdown asked for by a
-        # signal is not undone.
-        from celery.signals import worker_shutting_down
-
-        asked: list[object] = []
-        worker_shutting_down.connect(lambda **kw: asked.append(kw.get("sig")), weak=False)
-        while (code := celery_app.start(argv)) not in (None, 0) and not asked:
-            log.warning("the Celery worker stopped (exit code %s); starting it again", code)
-            time.sleep(WORKER_RESTART_SECONDS)
+        code = run_worker(celery_app, hostname=f"{name}@%h" if name else None, loglevel=settings.log_level)
+        if code:
+            raise typer.Exit(code)
 
     _run(body)
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from celery import Celery
+from celery.signals import worker_shutting_down
+from celery.utils.nodenames import default_nodename, host_format
 
 from config.messages import REMOVE_TASK, RemoveTask
 from config.settings import QUEUE, Settings
@@ -35,6 +40,35 @@ def create_app(settings: Settings) -> Celery:
     )
     app.dropvec_settings = settings  # type: ignore[attr-defined]
     return app
+
+
+log = logging.getLogger(__name__)
+#: Pause before a Celery worker that stopped on an error is started again.
+RESTART_SECONDS = 2
+
+
+def run_worker(app: Celery, *, hostname: str | None = None, loglevel: str = "INFO") -> int:
+    """Consume the queue with a solo pool until asked to stop (SIGTERM, SIGINT); the exit code.
+    ``hostname``: the node name, ``%h`` expanded (default: celery@host).
+
+    Celery gives up on a worker whose broker connection broke while kombu was closing a channel
+    ("Unrecoverable error: AttributeError(... 'hostname')", kombu's long-standing race in restoring
+    unacknowledged messages). Its tasks are safe (acks late), so the worker is started again in
+    this process, with the model still loaded; a shutdown asked for by a signal is not undone.
+    """
+    asked: list[object] = []
+    worker_shutting_down.connect(lambda **kw: asked.append(kw.get("sig")), weak=False)
+    while True:
+        worker = app.Worker(
+            hostname=host_format(default_nodename(hostname)), loglevel=loglevel,
+            pool_cls="solo", queues=[QUEUE], without_gossip=True, without_mingle=True,
+        )  # fmt: skip
+        worker.start()
+        code = int(worker.exitcode or 0)
+        if code == 0 or asked:
+            return code
+        log.warning("the Celery worker stopped (exit code %s); starting it again", code)
+        time.sleep(RESTART_SECONDS)
 
 
 def send_removal(app: Celery, task: RemoveTask) -> None:
