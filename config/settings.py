@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     api_token: SecretStr = Field(SecretStr(""), description="`serve`: bearer token required; empty: none")
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="Logs as plain text or JSON lines")
+    metrics_port: int = Field(
+        0, ge=0, le=65535,
+        description="Serve Prometheus metrics on this port; 0: off (`up`: its workers take the next ports)",
+    )  # fmt: skip
+    metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on")
 
     @cached_property
     def embed_model_path(self) -> str:

@@ -15,13 +15,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import Settings
 from dropvec.answer import NO_LLM, LLMUnavailable, ask, load_llm
 from dropvec.errors import DropvecError
+from dropvec.metrics import pipeline_registry
 from dropvec.search import search
 
 MAX_QUESTION_CHARS = 4000
@@ -64,6 +66,7 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
         app.state.llm = load_llm(settings)
         yield
 
+    registry = pipeline_registry(settings)
     api = FastAPI(
         title="dropvec",
         summary="Search and answers over an indexed folder",
@@ -125,6 +128,11 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
         from dropvec.cli import collect_status
 
         return collect_status(settings)
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        """The pipeline's totals in Prometheus's text format (what `dropvec status` counts)."""
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return api
 

@@ -32,10 +32,26 @@ log = logging.getLogger(__name__)
 def _settings() -> Settings:
     settings = Settings()
     settings.prepare_environment()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings)
     return settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    """Plain text lines, or one JSON object a line (``DROPVEC_LOG_FORMAT=json``) for log shippers."""
+    handler = logging.StreamHandler()
+    if settings.log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    logging.captureWarnings(True)  # a library's warning is a log line like any other
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -322,6 +338,7 @@ def _live_workers(settings: Settings) -> list[str]:
 def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]:
     import redis
 
+    from dropvec.metrics import totals as running_totals
     from dropvec.state import StateStore
     from workers.store import count_entities
 
@@ -353,6 +370,7 @@ def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]
         "chunks_embedded": sum(f["chunks_embedded"] for f in records),
         "chunks_reused": sum(f["chunks_reused"] for f in records),
         "chunks_per_second": state.rate(),
+        "totals": running_totals(state),
         "latest_failures": state.latest_failures(10),
     }
     if files:
@@ -388,7 +406,7 @@ def status(
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    f, rate = info["files"], info["chunks_per_second"]
+    f, rate, t = info["files"], info["chunks_per_second"], info["totals"]
     lines = [
         ("services", f"Redis {info['redis_url']}, Milvus {info['milvus_uri']} ({info['collection']!r})"),
         ("model", info["embed_model"]),
@@ -397,6 +415,10 @@ def status(
                    f"{info['chunks_reused']} reused"),
         ("queue", f"{info['queue_depth']} task(s) waiting; {info['workers']} worker(s) live"),
         ("throughput", f"{rate['embedded']} embedded/s, {rate['reused']} reused/s (last minute)"),
+        ("totals", "files " + ", ".join(f"{n} {o}" for o, n in t["files"].items())),
+        ("", "chunks " + ", ".join(f"{n} {o}" for o, n in t["chunks"].items())),
+        ("", f"embedding {t['embed_seconds']:.1f} s, writing {t['write_seconds']:.1f} s; "
+             f"{t['task_retries']:.0f} task retries, {t['task_failures']:.0f} task failures"),
     ]  # fmt: skip
     for key, value in lines:
         out.print(f"{key:11} {value}", highlight=False)
@@ -415,12 +437,17 @@ def worker(
     settings = _settings()
 
     def body() -> None:
+        from dropvec.metrics import serve
         from workers.app import run_worker
         from workers.runtime import get_runtime
         from workers.tasks import app as celery_app
 
-        get_runtime(settings)  # load the model and open the store before taking any task
-        code = run_worker(celery_app, hostname=f"{name}@%h" if name else None, loglevel=settings.log_level)
+        runtime = get_runtime(settings)  # load the model and open the store before taking any task
+        serve(settings, runtime.metrics.registry, "worker")
+        code = run_worker(
+            celery_app, hostname=f"{name}@%h" if name else None, loglevel=settings.log_level,
+            quiet=settings.log_format == "json",
+        )  # fmt: skip
         if code:
             raise typer.Exit(code)
 
@@ -460,8 +487,12 @@ def watch_command(
 
 def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event, ready: str) -> None:
     """Reconcile ``inbox`` once the watch is in place, then pass every settled change to the
-    producer until ``stop``; ``ready`` is printed after the reconciliation."""
+    producer until ``stop``; ``ready`` is printed after the reconciliation. The pipeline's metrics
+    are served meanwhile, if a port is set."""
+    from dropvec.metrics import pipeline_registry, serve
     from producer.watch import watch_folder
+
+    serve(settings, pipeline_registry(settings), "pipeline")
 
     def sync(paths: list[Path], deleted: list[Path]) -> bool:
         try:

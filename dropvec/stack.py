@@ -283,7 +283,8 @@ def _is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def start_workers(settings: Settings, count: int, log_dir: Path, first: int = 0) -> list[Service]:
     """``count`` worker processes of this installation, sharing the cores between them
-    (numbered from ``first``)."""
+    (numbered from ``first``). With a metrics port set, worker ``i`` serves its metrics on the
+    port ``i + 1`` above it."""
     env = {
         **os.environ,
         **settings.to_env(),
@@ -293,5 +294,8 @@ def start_workers(settings: Settings, count: int, log_dir: Path, first: int = 0)
     for i in range(first, first + count):
         log_path = log_dir / f"worker-{i}.log"
         args = [sys.executable, "-m", "dropvec", "worker", "--name", f"dropvec-{i}-{os.getpid()}"]
-        services.append(Service(f"worker-{i}", _spawn(f"worker-{i}", args, log_path, env), log_path))
+        port = {"DROPVEC_METRICS_PORT": str(settings.metrics_port + 1 + i)} if settings.metrics_port else {}
+        services.append(
+            Service(f"worker-{i}", _spawn(f"worker-{i}", args, log_path, {**env, **port}), log_path)
+        )
     return services

@@ -14,6 +14,10 @@ Keys (all under ``config.settings.KEY_PREFIX``):
     {p}:run:{run_id}:problems  list   JSON {path, status, reason} per skipped or failed file
     {p}:failures               list   JSON {path, reason, at}: the latest failures, newest first
     {p}:rate:{minute}          hash   chunks embedded and reused in that minute
+    {p}:counters               hash   totals since the state was created, by the producer and the
+                                      workers: files:{outcome}, chunks:{outcome}, embed_seconds,
+                                      write_seconds, task_retries, task_failures (what ``dropvec
+                                      status`` and the Prometheus endpoint show)
 
 A file version (``generation``) is what the workers write: chunks carry it, and a task whose
 version is no longer the file's current one is dropped. Counting a finished task is one Lua
@@ -151,6 +155,7 @@ class StateStore:
 
     PATHS = f"{KEY_PREFIX}:paths"
     FAILURES = f"{KEY_PREFIX}:failures"
+    COUNTERS = f"{KEY_PREFIX}:counters"
 
     @staticmethod
     def _rate_key(minute: int) -> str:
@@ -392,6 +397,24 @@ class StateStore:
             files_skipped=g("files_skipped"),
             problems=problems,
         )
+
+    # counters
+    def count(self, increments: dict[str, float]) -> None:
+        """Add to the running totals (``files:queued``, ``embed_seconds``, ...); zeros are left out."""
+        pipe = self.r.pipeline(transaction=False)
+        for name, value in increments.items():
+            if not value:
+                continue
+            if isinstance(value, int):
+                pipe.hincrby(self.COUNTERS, name, value)
+            else:
+                pipe.hincrbyfloat(self.COUNTERS, name, value)
+        if len(pipe):
+            pipe.execute()
+
+    def counters(self) -> dict[str, float]:
+        counters: dict[str, str] = self.r.hgetall(self.COUNTERS)  # type: ignore[assignment]
+        return {k: float(v) for k, v in counters.items()}
 
     # overview
     def latest_failures(self, n: int = 10) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +92,20 @@ class Producer:
         for done, path in enumerate(present):
             if self.stop.is_set():
                 log.info("stopped: %d file(s) not read", len(present) - done)
-                return IngestReport(run_id, outcomes, not_read=len(present) - done)
+                return self._counted(IngestReport(run_id, outcomes, not_read=len(present) - done))
             outcomes.append(self.ingest_file(path, run_id, force=force, renamed_from=gone, busy=busy))
         for root in roots:
             if not root.exists() and not any(p == str(root) or p.startswith(f"{root}/") for p in known):
                 outcomes.append(self.ingest_file(root, run_id))  # named, yet neither there nor indexed
         for doc_id, record in gone.items():
             outcomes.append(self._remove_gone(doc_id, record))
-        return IngestReport(run_id, outcomes)
+        return self._counted(IngestReport(run_id, outcomes))
+
+    def _counted(self, report: IngestReport) -> IngestReport:
+        """Add a pass's outcomes to the running totals (a file skipped as unchanged is "unchanged")."""
+        counts = Counter("unchanged" if o.reason == UNCHANGED else o.status for o in report.outcomes)
+        self.state.count({**{f"files:{k}": n for k, n in counts.items()}, "chunks:queued": report.chunks})
+        return report
 
     def _gone(self, roots: list[Path], present: set[Path]) -> dict[str, dict[str, str]]:
         """Records of files under ``roots`` that are no longer on disk, by doc id."""

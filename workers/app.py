@@ -47,9 +47,11 @@ log = logging.getLogger(__name__)
 RESTART_SECONDS = 2
 
 
-def run_worker(app: Celery, *, hostname: str | None = None, loglevel: str = "INFO") -> int:
+def run_worker(
+    app: Celery, *, hostname: str | None = None, loglevel: str = "INFO", quiet: bool = False
+) -> int:
     """Consume the queue with a solo pool until asked to stop (SIGTERM, SIGINT); the exit code.
-    ``hostname``: the node name, ``%h`` expanded (default: celery@host).
+    ``hostname``: the node name, ``%h`` expanded (default: celery@host); ``quiet``: no banner.
 
     Celery gives up on a worker whose broker connection broke while kombu was closing a channel
     ("Unrecoverable error: AttributeError(... 'hostname')", kombu's long-standing race in restoring
@@ -61,7 +63,7 @@ def run_worker(app: Celery, *, hostname: str | None = None, loglevel: str = "INF
     while True:
         worker = app.Worker(
             hostname=host_format(default_nodename(hostname)), loglevel=loglevel,
-            pool_cls="solo", queues=[QUEUE], without_gossip=True, without_mingle=True,
+            pool_cls="solo", queues=[QUEUE], without_gossip=True, without_mingle=True, quiet=quiet,
         )  # fmt: skip
         worker.start()
         code = int(worker.exitcode or 0)

@@ -79,7 +79,12 @@ def load_embedder(settings: Settings) -> HuggingFaceEmbedding:
 
 def embedding_dim(model: HuggingFaceEmbedding) -> int:
     """The model's output dimension, asked of the model itself."""
-    dim = model._model.get_sentence_embedding_dimension()
+    st = model._model  # sentence-transformers renamed the method (5.2); either answers the same
+    dim = (
+        st.get_embedding_dimension()
+        if hasattr(st, "get_embedding_dimension")
+        else st.get_sentence_embedding_dimension()
+    )
     return int(dim) if dim else len(model.get_text_embedding("dimension probe"))
 
 

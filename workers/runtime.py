@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from llama_index.core.schema import MetadataMode
 
 from config.messages import EmbedTask, RemoveTask, embed_hash, to_node
 from config.settings import Settings
+from dropvec.metrics import WorkerMetrics
 from dropvec.state import FILE_INDEXED, StateStore
 from workers.embed import embedding_dim, load_embedder
 from workers.loop import LoopThread
@@ -34,6 +36,14 @@ class WorkerRuntime:
             fill_stored(settings, self.state)
         self.loop = LoopThread()
         self.writer = self.loop.run(self._open_writer(), timeout=120)
+        self.metrics = WorkerMetrics()
+        #: Seconds of all write batches so far (added to on the loop's thread).
+        self.write_seconds = 0.0
+        self.writer.on_write = self._on_write
+
+    def _on_write(self, seconds: float) -> None:
+        self.metrics.write_seconds.observe(seconds)
+        self.write_seconds += seconds
 
     async def _open_writer(self) -> ChunkWriter:
         return ChunkWriter(open_store(self.settings, None, use_async=True), self.settings)
@@ -49,6 +59,7 @@ class WorkerRuntime:
         doc_id, generation = task.doc_id, task.generation
         if not self.state.is_current(doc_id, generation):
             log.info("dropped task %d of %s: the file changed or is gone", task.task_index, task.file_path)
+            self.metrics.tasks.labels("dropped").inc()
             return 0
         texts = [to_node(c, doc_id).get_content(metadata_mode=MetadataMode.EMBED) for c in task.chunks]
         hashes = [embed_hash(self.settings.model_key, text) for text in texts]
@@ -60,6 +71,7 @@ class WorkerRuntime:
         vectors = self.loop.run(self.writer.stored_vectors(known), WRITE_TIMEOUT_SECONDS) if known else {}
         todo = {h: text for h, text in zip(hashes, texts, strict=True) if h not in vectors}
         pending = []
+        embed_seconds, write_seconds_before = 0.0, self.write_seconds
 
         def write(keys: set[str]) -> None:
             ready = [n for n, h in zip(nodes, hashes, strict=True) if h in keys]
@@ -72,19 +84,35 @@ class WorkerRuntime:
         keys = sorted(todo, key=lambda h: len(todo[h]))  # batches of like length: little padding
         for start in range(0, len(keys), self.settings.embed_batch_size):
             batch = keys[start : start + self.settings.embed_batch_size]
+            began = time.perf_counter()
             embedded = self.embedder.get_text_embedding_batch([todo[h] for h in batch])
+            self.metrics.embed_seconds.observe(seconds := time.perf_counter() - began)
+            embed_seconds += seconds
             vectors.update(zip(batch, embedded, strict=True))
             write(set(batch))
         written = sum(f.result(WRITE_TIMEOUT_SECONDS) for f in pending)
         self.state.add_stored(self.settings.collection, todo)
+        work: dict[str, float] = {
+            "embed_seconds": embed_seconds,
+            "write_seconds": self.write_seconds - write_seconds_before,
+        }
         if not self.state.is_current(doc_id, generation):
             # replaced or deleted while this task wrote: its rows must not outlive that
             self.loop.run(self.writer.delete_ids([n.node_id for n in nodes]), WRITE_TIMEOUT_SECONDS)
+            self.state.count(work)
+            self.metrics.tasks.labels("dropped").inc()
             return 0
         outcome = self.state.task_done(
             task.run_id, doc_id, generation, task.task_index,
             chunks=written, embedded=len(todo), reused=written - len(todo),
         )  # fmt: skip
+        if outcome:  # counted once, however often the task was delivered
+            work.update({"chunks:embedded": len(todo), "chunks:reused": written - len(todo)})
+            work["files:indexed"] = int(outcome == FILE_INDEXED)
+        self.state.count(work)
+        self.metrics.tasks.labels("done").inc()
+        self.metrics.chunks.labels("embedded").inc(len(todo))
+        self.metrics.chunks.labels("reused").inc(written - len(todo))
         repeat_of_indexed = outcome == 0 and self.state.get_file(doc_id).get("status") == "indexed"
         if outcome == FILE_INDEXED or repeat_of_indexed:
             # (a repeat retires again: the first try may have failed half-way)

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode
@@ -182,6 +182,8 @@ class ChunkWriter:
         self.collection = settings.collection
         self.batch_size = settings.write_batch_size
         self._slots = asyncio.Semaphore(settings.write_concurrency)
+        #: Called with the seconds of each write batch.
+        self.on_write: Callable[[float], None] | None = None
         assert store.aclient is not None, "the store must be opened with use_async=True"
         self._client = store.aclient
 
@@ -247,4 +249,8 @@ class ChunkWriter:
 
     async def _write_one(self, batch: list[BaseNode]) -> int:
         async with self._slots:
-            return len(await self.store.async_add(batch))
+            start = time.perf_counter()
+            written = len(await self.store.async_add(batch))
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - start)
+            return written

@@ -8,11 +8,12 @@ from typing import Any
 import grpc
 import redis
 from celery import Task
+from celery.signals import task_retry
 from pydantic import ValidationError
 from pymilvus.exceptions import MilvusException
 
 from config.messages import EMBED_TASK, REMOVE_TASK, EmbedTask, RemoveTask
-from dropvec.state import Replaced, StateStore
+from dropvec.state import Replaced
 from workers.app import app, send_removal
 from workers.runtime import get_runtime
 
@@ -33,14 +34,21 @@ class EmbedTaskBase(Task):  # type: ignore[misc]
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """The task has given up: its file is failed, with the reason, and none of it stays searchable
         (neither the part of this version already written nor the versions it was to replace)."""
+        runtime = get_runtime(self.app.dropvec_settings)
+        runtime.metrics.tasks.labels("failed").inc()
+        state = runtime.state
         try:
             message = EmbedTask.model_validate(args[0])
         except (ValidationError, IndexError):
             log.error("task %s failed with an undecodable message: %s", task_id, exc)
+            state.count({"task_failures": 1})
             return
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        state = StateStore.from_settings(self.app.dropvec_settings)
-        if state.task_failed(message.run_id, message.doc_id, message.generation, message.file_path, reason):
+        failed = state.task_failed(
+            message.run_id, message.doc_id, message.generation, message.file_path, reason
+        )
+        state.count({"task_failures": 1, "chunks:failed": len(message.chunks), "files:failed": int(failed)})
+        if failed:
             others = [r for r in state.replaced_by(message.doc_id) if r.doc_id != message.doc_id]
             targets = [Replaced(message.doc_id, message.generation + 1), *others]
             for target in targets:
@@ -67,3 +75,15 @@ def embed_chunks(self: Task, message: dict[str, Any]) -> int:
 def remove_chunks(self: Task, message: dict[str, Any]) -> int:
     task = RemoveTask.model_validate(message)
     return get_runtime(self.app.dropvec_settings).remove(task)
+
+
+@task_retry.connect
+def count_retry(**_: Any) -> None:
+    """A task retried after a service error: counted in the worker and in the totals (unless the
+    service that failed is Redis itself)."""
+    runtime = get_runtime(app.dropvec_settings)  # type: ignore[attr-defined]
+    runtime.metrics.tasks.labels("retried").inc()
+    try:
+        runtime.state.count({"task_retries": 1})
+    except redis.RedisError as exc:
+        log.debug("retry not counted: %s", exc)
