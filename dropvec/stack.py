@@ -127,8 +127,20 @@ def _start(
 
 
 def _require_local(what: str, host: str, url: str) -> None:
-    if host not in LOCAL_HOSTS:
+    """Refuse to start a server for a URL that points at another machine."""
+    if host not in LOCAL_HOSTS and not _is_own_address(host):
         raise ServiceUnavailable(f"{what} at {url} is not reachable, and it is not on this machine")
+
+
+def _is_own_address(host: str) -> bool:
+    """Whether ``host`` is one of this machine's addresses (a LAN address: other hosts' workers
+    reach the servers there)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            return True
+    except OSError:
+        return False
 
 
 def _script(name: str) -> str:
