@@ -16,6 +16,7 @@ image, but are handed only network addresses.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -34,9 +35,11 @@ def _ip(*args: str) -> None:
 
 
 class Network:
+    _made = itertools.count()
+
     def __init__(self, tag: str = "dv") -> None:
-        #: Interface names are at most 15 characters: a short tag, unique to this process.
-        self.tag = f"{tag}{os.getpid() % 100000}"
+        #: Interface names are at most 15 characters: a short tag, unique to this network.
+        self.tag = f"{tag}{os.getpid() % 10000}{next(self._made) % 100}"
         self.bridge = f"{self.tag}br"
         self.hosts: dict[str, str] = {}
 
@@ -80,8 +83,10 @@ class Network:
         return subprocess.run(["ip", "netns", "exec", self.namespace(host), *args], text=True, **kwargs)
 
     def close(self) -> None:
-        """Remove the namespaces (their veths go with them) and the bridge."""
-        for host in self.hosts:
+        """Remove the veths, the namespaces and the bridge (a namespace's own clean-up is
+        asynchronous: its veth is deleted here, at once)."""
+        for i, host in enumerate(self.hosts):
+            subprocess.run(["ip", "link", "delete", f"{self.tag}h{i}"], capture_output=True)
             subprocess.run(["ip", "netns", "delete", self.namespace(host)], capture_output=True)
         self.hosts.clear()
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)

@@ -129,7 +129,7 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
 
         return collect_status(settings)
 
-    @api.get("/metrics", response_class=PlainTextResponse)
+    @api.get("/metrics", dependencies=[Depends(authorized)], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         """The pipeline's totals in Prometheus's text format (what `dropvec status` counts)."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -172,7 +172,7 @@ def api(stack: Stack, llm: FakeLLM, indexed: Path) -> Iterator[Server]:
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
-def test_api_search_and_status_need_the_token(api: Server, stack: Stack) -> None:
+def test_api_search_status_and_metrics_need_the_token(api: Server, stack: Stack) -> None:
     assert httpx.get(f"{api.url}/health").json() == {"status": "ok"}
     body = {"query": QUESTION, "k": K}
     assert httpx.post(f"{api.url}/search", json=body).status_code == 401
@@ -184,6 +184,9 @@ def test_api_search_and_status_need_the_token(api: Server, stack: Stack) -> None
     assert httpx.get(f"{api.url}/status").status_code == 401
     status = httpx.get(f"{api.url}/status", headers=AUTH, timeout=60)
     assert status.status_code == 200 and status.json()["entities"] > 0
+    assert httpx.get(f"{api.url}/metrics").status_code == 401
+    metrics = httpx.get(f"{api.url}/metrics", headers=AUTH, timeout=60)
+    assert metrics.status_code == 200 and 'dropvec_files_total{outcome="indexed"}' in metrics.text
 
 
 def test_api_ask_streams_json_lines_with_the_sources_first(api: Server, llm: FakeLLM, stack: Stack) -> None:
@@ -229,7 +232,7 @@ def test_api_malformed_requests_get_a_4xx_that_says_what_is_wrong(api: Server, p
 
 def test_api_schema_lists_every_endpoint(api: Server) -> None:
     paths = httpx.get(f"{api.url}/openapi.json").json()["paths"]
-    assert {"/search", "/ask", "/status", "/health"} <= set(paths)
+    assert {"/search", "/ask", "/status", "/metrics", "/health"} <= set(paths)
 
 
 def test_api_without_a_token_is_open_and_logs_no_secret(api: Server, stack: Stack, llm: FakeLLM) -> None:

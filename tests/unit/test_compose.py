@@ -16,8 +16,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 APP_SERVICES = ("producer", "worker")
-#: Services that need no healthcheck: nothing waits on the app containers or on Flower.
-NO_HEALTHCHECK_NEEDED = {"producer", "worker", "flower"}
+#: Services that need no healthcheck: nothing waits on the app containers, Flower or Prometheus.
+NO_HEALTHCHECK_NEEDED = {"producer", "worker", "flower", "prometheus"}
 
 
 @pytest.fixture(scope="module")
