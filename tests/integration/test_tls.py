@@ -1,5 +1,6 @@
 """TLS to Redis (rediss://) and to Milvus (https://): a worker, the producer and search all go through
-TLS endpoints, with the servers' certificates checked against the CA named in the settings.
+TLS endpoints, with the servers' certificates checked against the CA named in the settings, and
+log in to Redis as an ACL user with the least rights that README's Operations section names.
 
 The servers here speak plain TCP, so the test puts a TLS-terminating relay in front of each (as
 stunnel or a cloud load balancer would); what is tested is dropvec's side of TLS."""
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import trustme
 
 from config.settings import Settings
@@ -22,6 +24,10 @@ from tests.integration.conftest import Stack, wait_for
 from tests.integration.sync_check import unique_text
 
 pytestmark = pytest.mark.integration
+
+#: README, Operations: the Redis ACL user dropvec needs (its keys, Celery's, kombu's; no admin).
+ACL_USER = "dropvec"
+ACL_RULES = "on >acl-secret ~dropvec* ~_kombu.* ~unacked* ~*.pidbox* &* +@all -@admin -@dangerous"
 
 
 class TlsRelay(threading.Thread):
@@ -81,10 +87,11 @@ def tls(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
     context.set_alpn_protocols(["h2"])  # gRPC (Milvus) insists on HTTP/2 being agreed
     s = stack.settings
+    redis.Redis.from_url(s.redis_url).execute_command("ACL", "SETUSER", ACL_USER, *ACL_RULES.split())
     relays = [TlsRelay(s.redis_host_port, context), TlsRelay(s.milvus_host_port or ("", 0), context)]
     settings = s.model_copy(
         update={
-            "redis_url": f"rediss://127.0.0.1:{relays[0].port}/0",
+            "redis_url": f"rediss://{ACL_USER}:acl-secret@127.0.0.1:{relays[0].port}/0",
             "redis_tls_ca_file": folder / "ca.pem",
             "milvus_uri": f"https://127.0.0.1:{relays[1].port}",
             "milvus_tls_ca_file": folder / "ca.pem",
