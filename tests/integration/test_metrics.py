@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pymilvus import MilvusClient
 
 from config.messages import EMBED_TASK
-from config.settings import QUEUE
+from config.settings import QUEUE, Settings
 from dropvec.cli import _live_workers
-from dropvec.stack import Service, free_port, is_reachable, start_milvus, start_redis, start_workers
+from dropvec.stack import Service, _is_free, free_port, start_milvus, start_redis, start_workers
 from tests.corpus import SEED
 from tests.integration.conftest import Stack, local_settings, wait_for
 from tests.integration.sync_check import Watcher, unique_text, wait_settled
@@ -41,11 +41,12 @@ WORKER = [
 ]
 
 
-def metrics_port() -> int:
-    """A free port with the next one free too (the worker's)."""
+def metrics_port(settings: Settings) -> int:
+    """A free port with the next one free too (the worker's), neither of them Redis's or Milvus's."""
+    taken = {settings.redis_host_port[1], (settings.milvus_host_port or ("", 0))[1]}
     while True:
         port = free_port()
-        if port < 65535 and not is_reachable("127.0.0.1", port + 1):
+        if port < 65535 and {port, port + 1}.isdisjoint(taken) and _is_free(port + 1):
             return port
 
 
@@ -54,7 +55,8 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Redis, Milvus, one worker and small tasks (so that the queue has a depth to show); logs
     in JSON."""
     root = tmp_path_factory.mktemp("metrics")
-    settings = local_settings(root, metrics_port=metrics_port(), chunks_per_task=4, log_format="json")
+    settings = local_settings(root, chunks_per_task=4, log_format="json")
+    settings = settings.model_copy(update={"metrics_port": metrics_port(settings)})
     services: list[Service] = []
     try:
         for start in (start_redis, start_milvus):
