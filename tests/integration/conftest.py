@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,21 +71,29 @@ def local_settings(root: Path, **overrides: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("stack")
-    settings = local_settings(root)
+@contextmanager
+def running_stack(settings: Settings, root: Path, workers: int) -> Iterator[Stack]:
+    """Redis, Milvus and ``workers`` worker processes of their own, all stopped at the end (the
+    stack's service list may be changed meanwhile: what it holds then is what is stopped)."""
     services: list[Service] = []
     try:
         for start in (start_redis, start_milvus):
             service = start(settings, settings.data_dir)
             assert service is not None, "a server already answers on a port that was just free"
             services.append(service)
-        services += start_workers(settings, WORKERS, root / "logs")
-        wait_for(lambda: len(_live_workers(settings)) == WORKERS, 180, f"{WORKERS} workers to come up")
+        services += start_workers(settings, workers, root / "logs")
+        wait_for(lambda: len(_live_workers(settings)) == workers, 180, f"{workers} workers to come up")
         yield Stack(settings, root, services)
     finally:
         for service in reversed(services):
-            service.stop()
+            if service.proc.poll() is None:
+                service.stop()
         for service in services:
             assert service.proc.poll() is not None, f"{service.name} still running"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    with running_stack(local_settings(root), root, WORKERS) as running:
+        yield running

@@ -23,7 +23,7 @@ from dropvec.stack import Service, start_milvus, start_redis, start_workers
 from dropvec.state import StateStore
 from producer.chunk import doc_id_for
 from tests.corpus import SEED
-from tests.integration.conftest import Stack, local_settings, wait_for
+from tests.integration.conftest import Stack, local_settings, running_stack, wait_for
 from tests.integration.sync_check import Watcher, unique_text, wait_settled
 
 pytestmark = pytest.mark.integration
@@ -36,20 +36,8 @@ LEASE_SECONDS = 10
 def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own, whose services the tests may kill."""
     root = tmp_path_factory.mktemp("faults")
-    settings = local_settings(root, task_lease_seconds=LEASE_SECONDS)
-    services: list[Service] = []
-    try:
-        for start in (start_redis, start_milvus):
-            service = start(settings, settings.data_dir)
-            assert service is not None
-            services.append(service)
-        services += start_workers(settings, 2, root / "logs")
-        wait_for(lambda: len(_live_workers(settings)) == 2, 180, "2 workers")
-        yield Stack(settings, root, services)
-    finally:
-        for service in reversed(services):
-            if service.proc.poll() is None:
-                service.stop()
+    with running_stack(local_settings(root, task_lease_seconds=LEASE_SECONDS), root, 2) as running:
+        yield running
 
 
 def service(stack: Stack, name: str) -> Service:

@@ -9,6 +9,8 @@ import shutil
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -17,10 +19,9 @@ from pymilvus import MilvusClient
 
 from config.messages import EMBED_TASK
 from config.settings import QUEUE, Settings
-from dropvec.cli import _live_workers
-from dropvec.stack import Service, _is_free, free_port, start_milvus, start_redis, start_workers
+from dropvec.stack import _is_free, free_port
 from tests.corpus import SEED
-from tests.integration.conftest import Stack, local_settings, wait_for
+from tests.integration.conftest import Stack, local_settings, running_stack, wait_for
 from tests.integration.sync_check import Watcher, unique_text, wait_settled
 
 pytestmark = pytest.mark.integration
@@ -57,18 +58,21 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("metrics")
     settings = local_settings(root, chunks_per_task=4, log_format="json")
     settings = settings.model_copy(update={"metrics_port": metrics_port(settings)})
-    services: list[Service] = []
+    with running_stack(settings, root, 1) as running:
+        yield running
+
+
+@contextmanager
+def watching(own: Stack, name: str) -> Iterator[Path]:
+    """A new folder under ``dropvec watch``, whose process serves the pipeline's metrics."""
+    folder = own.root / name
+    folder.mkdir()
+    watcher = Watcher(own, folder)
+    watcher.start()
     try:
-        for start in (start_redis, start_milvus):
-            service = start(settings, settings.data_dir)
-            assert service is not None
-            services.append(service)
-        services += start_workers(settings, 1, root / "logs")
-        wait_for(lambda: _live_workers(settings), 180, "the worker")
-        yield Stack(settings, root, services)
+        yield folder
     finally:
-        for service in reversed(services):
-            service.stop()
+        watcher.stop()
 
 
 def scrape(port: int) -> Samples:
@@ -98,11 +102,7 @@ def moved(before: Samples, after: Samples, metrics: list[str]) -> list[str]:
 
 def test_every_metric_is_served_and_moves(own: Stack) -> None:
     port = own.settings.metrics_port
-    folder = own.root / "watched"
-    folder.mkdir()
-    watcher = Watcher(own, folder)
-    watcher.start()
-    try:
+    with watching(own, "watched") as folder:
         # Given both endpoints, before any file
         before, worker_before = scrape(port), scrape(port + 1)
         for metric in [*PIPELINE, "dropvec_task_retries_total", "dropvec_task_failures_total"]:
@@ -139,8 +139,6 @@ def test_every_metric_is_served_and_moves(own: Stack) -> None:
         assert totals["files"]["indexed"] == value(after, 'dropvec_files_total{outcome="indexed"}')
         assert totals["chunks"]["embedded"] == value(after, 'dropvec_chunks_total{outcome="embedded"}')
         assert totals["embed_seconds"] == pytest.approx(value(after, "dropvec_embed_seconds_total"))
-    finally:
-        watcher.stop()
 
 
 def test_a_workers_logs_are_json_lines_when_asked(own: Stack) -> None:
@@ -157,11 +155,7 @@ def test_a_workers_logs_are_json_lines_when_asked(own: Stack) -> None:
 
 def test_failures_and_retries_are_counted(own: Stack) -> None:
     port = own.settings.metrics_port
-    folder = own.root / "after-drop"
-    folder.mkdir()
-    watcher = Watcher(own, folder)
-    watcher.start()
-    try:
+    with watching(own, "after-drop") as folder:
         before, worker_before = scrape(port), scrape(port + 1)
         # When a task that no worker can decode is queued
         Celery(broker=own.settings.redis_url).send_task(EMBED_TASK, args=[{"not": "a task"}], queue=QUEUE)
@@ -178,5 +172,3 @@ def test_failures_and_retries_are_counted(own: Stack) -> None:
         retries, retried = "dropvec_task_retries_total", 'dropvec_worker_tasks_total{outcome="retried"}'
         wait_for(lambda: value(scrape(port), retries) > value(before, retries), 60, "a retry counted")
         assert value(scrape(port + 1), retried) > value(worker_before, retried)
-    finally:
-        watcher.stop()
