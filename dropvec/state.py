@@ -250,7 +250,10 @@ class StateStore:
     def file_enqueued(self, run_id: str, doc_id: str, *, generation: int, chunks: int, tasks: int) -> bool:
         """Every task of the version is sent. True if that made the file indexed (all were done)."""
         keys = self._file_keys(run_id, doc_id, generation)
-        return self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks]) == 2
+        indexed = self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks]) == 2
+        if indexed:
+            self.count({"files:indexed": 1})
+        return indexed
 
     def file_ended_early(
         self,
@@ -299,7 +302,10 @@ class StateStore:
         """
         keys = [*self._file_keys(run_id, doc_id, generation), self._rate_key(int(time.time() // 60))]
         args = [_now(), generation, task_index, chunks, embedded, reused, RUN_TTL_SECONDS, RATE_TTL_SECONDS]
-        return int(self._task_done(keys=keys, args=args))  # type: ignore[arg-type]
+        outcome = int(self._task_done(keys=keys, args=args))  # type: ignore[arg-type]
+        if outcome == FILE_INDEXED:
+            self.count({"files:indexed": 1})
+        return outcome
 
     def task_failed(self, run_id: str, doc_id: str, generation: int, path: str, reason: str) -> bool:
         """A task gave up: its file version is failed. True if this call failed it (once per version)."""

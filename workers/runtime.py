@@ -108,7 +108,6 @@ class WorkerRuntime:
         )  # fmt: skip
         if outcome:  # counted once, however often the task was delivered
             work.update({"chunks:embedded": len(todo), "chunks:reused": written - len(todo)})
-            work["files:indexed"] = int(outcome == FILE_INDEXED)
         self.state.count(work)
         self.metrics.tasks.labels("done").inc()
         self.metrics.chunks.labels("embedded").inc(len(todo))

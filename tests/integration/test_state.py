@@ -40,13 +40,20 @@ def test_a_task_delivered_twice_is_counted_once(state: StateStore) -> None:
     assert state.progress(run).chunks_done == 32
 
 
+def indexed_total(state: StateStore) -> float:
+    return state.counters().get("files:indexed", 0)
+
+
 def test_a_file_is_indexed_when_all_tasks_are_done_after_the_last_is_sent(state: StateStore) -> None:
     run, doc, gen = start(state)
     done(state, run, doc, gen, 0, 32)
     assert state.get_file(doc)["status"] == "indexing"
     assert state.file_enqueued(run, doc, generation=gen, chunks=40, tasks=2) is False
     assert state.get_file(doc)["status"] == "indexing"
+    before = indexed_total(state)
     assert done(state, run, doc, gen, 1, 8) == FILE_INDEXED
+    assert done(state, run, doc, gen, 1, 8) == 0  # a redelivery
+    assert indexed_total(state) == before + 1
     assert state.get_file(doc)["status"] == "indexed"
     assert state.get_file(doc)["indexed_at"]
     assert state.progress(run).finished
@@ -60,7 +67,9 @@ def test_a_file_whose_tasks_finish_before_the_producer_is_done_is_indexed_at_the
     done(state, run, doc, gen, 1, 8)
     assert state.get_file(doc)["status"] == "indexing"
     assert not state.progress(run).finished
+    before = indexed_total(state)
     assert state.file_enqueued(run, doc, generation=gen, chunks=40, tasks=2) is True
+    assert indexed_total(state) == before + 1
     assert state.get_file(doc)["status"] == "indexed"
     p = state.progress(run)
     assert (p.files, p.files_done, p.chunks_total, p.chunks_done, p.finished) == (1, 1, 40, 40, True)
