@@ -492,7 +492,7 @@ def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event
     from dropvec.metrics import pipeline_registry, serve
     from producer.watch import watch_folder
 
-    serve(settings, pipeline_registry(settings), "pipeline")
+    _run(lambda: serve(settings, pipeline_registry(settings), "pipeline"))
 
     def sync(paths: list[Path], deleted: list[Path]) -> bool:
         try:

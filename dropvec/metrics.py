@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from config.settings import QUEUE, Settings
+from dropvec.errors import ConfigError
 from dropvec.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -113,5 +114,11 @@ def serve(settings: Settings, registry: CollectorRegistry, what: str) -> None:
     """Serve ``registry`` on the configured port (nothing if it is 0)."""
     if not settings.metrics_port:
         return
-    start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    try:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"(DROPVEC_METRICS_PORT): {exc.strerror or exc}"
+        ) from exc
     log.info("%s metrics on http://%s:%d/metrics", what, settings.metrics_host, settings.metrics_port)
