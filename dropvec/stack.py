@@ -194,7 +194,7 @@ def start_redis(settings: Settings, data_dir: Path) -> Service | None:
 
 
 def start_milvus(settings: Settings, data_dir: Path) -> Service | None:
-    """An embedded Milvus (standalone by default, or Milvus Lite), unless one already answers."""
+    """An embedded Milvus (Milvus Lite 2.5 by default, or the standalone), unless one already answers."""
     host_port = settings.milvus_host_port
     if host_port is None:
         return None  # a local Milvus Lite file: opened in-process by the client
