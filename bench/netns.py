@@ -27,6 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from dropvec.errors import ServiceUnavailable
+from dropvec.stack import wait_until
+
 PREFIX = "198.18.0"
 
 
@@ -59,10 +62,14 @@ class Network:
     def namespace(self, host: str) -> str:
         return f"{self.tag}-{host}"
 
+    def _veth(self, index: int) -> str:
+        """The bridge's end of host number ``index``'s veth pair."""
+        return f"{self.tag}h{index}"
+
     def add_host(self, host: str) -> str:
         """A new namespace on the bridge; its address."""
         address = f"{PREFIX}.{len(self.hosts) + 1}"
-        ns, outside, inside = self.namespace(host), f"{self.tag}h{len(self.hosts)}", "eth0"
+        ns, outside, inside = self.namespace(host), self._veth(len(self.hosts)), "eth0"
         _ip("netns", "add", ns)
         self.hosts[host] = address
         _ip("link", "add", outside, "type", "veth", "peer", "name", inside, "netns", ns)
@@ -86,7 +93,7 @@ class Network:
         """Remove the veths, the namespaces and the bridge (a namespace's own clean-up is
         asynchronous: its veth is deleted here, at once)."""
         for i, host in enumerate(self.hosts):
-            subprocess.run(["ip", "link", "delete", f"{self.tag}h{i}"], capture_output=True)
+            subprocess.run(["ip", "link", "delete", self._veth(i)], capture_output=True)
             subprocess.run(["ip", "netns", "delete", self.namespace(host)], capture_output=True)
         self.hosts.clear()
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
@@ -126,11 +133,10 @@ class Cluster:
         data = self.root / "services" / "data"
         env = {**self.env, "DROPVEC_DATA_DIR": str(data)}
         log = self._start("services", dropvec("up", "--workers", "0", "--inbox", str(data / "inbox")), env)
-        deadline = time.monotonic() + timeout
-        while b"dropvec is up" not in log.read_bytes():
-            if self.procs[-1].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the services did not come up: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
+        try:
+            wait_until(lambda: b"dropvec is up" in log.read_bytes(), timeout, "the services", self.procs[-1])
+        except ServiceUnavailable as exc:
+            raise RuntimeError(f"{exc}: {log.read_text()[-2000:]}") from exc
 
     def add_worker(self, host: str, threads: int, metrics_port: int = 0) -> str:
         """A worker on a new host, told only where Redis and Milvus are; the host's address."""

@@ -87,7 +87,7 @@ def main() -> None:
     for r in rows:
         print(
             f"{r['workers']:>7} {r['threads_each']:>7} {r['chunks']:>7} {r['seconds']:>8} "
-            f"{r['chunks_per_s']:>9} {r.get('speedup', ''):>8} {r.get('efficiency', ''):>10} "
+            f"{r['chunks_per_s']:>9} {r['speedup']:>8} {r['efficiency']:>10} "
             f"{r['peak_rss_mb']:>18}"
         )
 

@@ -12,6 +12,10 @@ from celery.utils.nodenames import default_nodename, host_format
 from config.messages import REMOVE_TASK, RemoveTask
 from config.settings import QUEUE, Settings
 
+log = logging.getLogger(__name__)
+#: Pause before a Celery worker that stopped on an error is started again.
+RESTART_SECONDS = 2
+
 
 def create_app(settings: Settings) -> Celery:
     app = Celery("dropvec", broker=settings.redis_url, include=["workers.tasks"])
@@ -40,11 +44,6 @@ def create_app(settings: Settings) -> Celery:
     )
     app.dropvec_settings = settings  # type: ignore[attr-defined]
     return app
-
-
-log = logging.getLogger(__name__)
-#: Pause before a Celery worker that stopped on an error is started again.
-RESTART_SECONDS = 2
 
 
 def run_worker(
