@@ -31,13 +31,25 @@ MIN_FILL = 0.5
 BOUNDARY_ONE_IN = 3
 
 
+class Measured(Protocol):
+    """A text tokenized once (``producer.tokens.Measured``)."""
+
+    text: str
+    total: int
+
+    def count(self, part: str) -> int: ...
+
+
 class Tokens(Protocol):
     @property
     def budget(self) -> int: ...
 
-    def encode(self, text: str) -> list[int]: ...
+    @property
+    def additive(self) -> bool: ...
 
     def count(self, text: str) -> int: ...
+
+    def measure(self, text: str) -> Measured: ...
 
     def split_to_fit(self, text: str, max_tokens: int) -> list[str]: ...
 
@@ -103,14 +115,16 @@ def iter_chunks(
         embed_keys = ()
     meta_tokens = tokens.count(meta_str + "\n\n") if embed_keys else 0
     text_size = max(1, target - meta_tokens)
-    overlap = min(chunk_overlap, text_size // 4)
-    splitter = SentenceSplitter(chunk_size=text_size, chunk_overlap=overlap, tokenizer=tokens.encode)
+    split = _SplitParagraph(text_size, min(chunk_overlap, text_size // 4))
+    # an additive window counts the embedded text as the metadata's tokens plus the text's
+    header = meta_tokens if tokens.additive and all(k in file_metadata for k in embed_keys) else None
 
     index = 0
     for section_metadata, paragraphs in _runs(sections):
         metadata = {**section_metadata, **file_metadata}
-        for piece in pack_paragraphs(paragraphs, splitter.split_text, tokens.count, text_size):
-            for text in _fit(piece, metadata, embed_keys, tokens, budget):
+        for piece, used in pack_paragraphs(paragraphs, tokens.measure, split, text_size):
+            known = None if header is None else header + used
+            for text in _fit(piece, metadata, embed_keys, tokens, budget, known):
                 content_hash = sha256_hex(text)
                 yield Chunk(
                     id=chunk_id(doc_id, generation, index, content_hash),
@@ -120,6 +134,15 @@ def iter_chunks(
                     embed_keys=embed_keys,
                 )
                 index += 1
+
+
+def warm_up(tokens: Tokens) -> None:
+    """Load now what chunking loads on first use: the sentence splitter's NLTK, with scikit-learn
+    and SciPy behind it, about a second of imports that would otherwise delay the first file."""
+    for _ in iter_chunks(
+        [Section("Warm up. " * 64)], doc_id="", file_metadata={}, tokens=tokens, chunk_size=16
+    ):
+        pass
 
 
 def _runs(sections: Iterable[Section]) -> Iterator[tuple[dict[str, str | int | float], Iterator[str]]]:
@@ -138,15 +161,37 @@ def _runs(sections: Iterable[Section]) -> Iterator[tuple[dict[str, str | int | f
         yield first.metadata, (p for text in texts for p in text.split("\n\n"))
 
 
+class _SplitParagraph:
+    """The sentence splitter, on a paragraph tokenized once: it counts the paragraph's sentences
+    from the paragraph's own tokens (``Measured.count``) instead of tokenizing each again."""
+
+    def __init__(self, size: int, overlap: int) -> None:
+        self.paragraph: Measured | None = None
+        self.splitter = SentenceSplitter(chunk_size=size, chunk_overlap=overlap, tokenizer=self._tokens)
+
+    def _tokens(self, text: str) -> range:  # the splitter takes only the len() of it
+        assert self.paragraph is not None
+        return range(self.paragraph.count(text))
+
+    def __call__(self, paragraph: Measured) -> list[str]:
+        self.paragraph = paragraph
+        return self.splitter.split_text(paragraph.text)
+
+
 def pack_paragraphs(
-    paragraphs: Iterable[str], split: Callable[[str], list[str]], count: Callable[[str], int], size: int
-) -> Iterator[str]:
-    """``paragraphs`` packed into pieces of about ``size`` tokens, lazily.
+    paragraphs: Iterable[str],
+    measure: Callable[[str], Measured],
+    split: Callable[[Measured], list[str]],
+    size: int,
+) -> Iterator[tuple[str, int]]:
+    """``paragraphs`` packed into pieces of about ``size`` tokens, lazily, each with the sum of
+    its parts' token counts.
 
     A piece ends before a paragraph that would overflow it, or after a paragraph that is a
     content-defined boundary once the piece is at least ``MIN_FILL`` full. Because the second rule
     looks only at the paragraph's own text, two versions of a file fall back into step right after
-    an edit. Paragraphs longer than ``size`` are cut by ``split`` first.
+    an edit. Paragraphs longer than ``size`` are cut by ``split`` first. Each paragraph is
+    tokenized once (``measure``); its pieces are counted from those tokens.
     """
     piece: list[str] = []
     used = 0
@@ -154,18 +199,22 @@ def pack_paragraphs(
         paragraph = paragraph.strip()
         if not paragraph:
             continue
-        tokens = count(paragraph)
-        for unit, n in [(paragraph, tokens)] if tokens <= size else [(p, count(p)) for p in split(paragraph)]:
+        measured = measure(paragraph)
+        if measured.total <= size:
+            units = [(paragraph, measured.total)]
+        else:
+            units = [(p, measured.count(p)) for p in split(measured)]
+        for unit, n in units:
             if piece and used + n > size:
-                yield "\n\n".join(piece)
+                yield "\n\n".join(piece), used
                 piece, used = [], 0
             piece.append(unit)
             used += n
             if used >= size * MIN_FILL and _is_boundary(unit):
-                yield "\n\n".join(piece)
+                yield "\n\n".join(piece), used
                 piece, used = [], 0
     if piece:
-        yield "\n\n".join(piece)
+        yield "\n\n".join(piece), used
 
 
 def _is_boundary(unit: str) -> bool:
@@ -183,17 +232,22 @@ def _fit(
     embed_keys: tuple[str, ...],
     tokens: Tokens,
     budget: int,
+    known: int | None = None,
 ) -> list[str]:
     """Guarantee the window on the real embedded string; re-cut at token boundaries if needed.
 
-    The sentence splitter adds up token counts of pieces, which can differ by a token or two from
-    the count of the joined text; this check is what makes "never longer than the window" hold.
+    ``known``: the embedded string's token count, where the window being additive makes it
+    exactly the sum of its parts'. Otherwise the string is counted: the sentence splitter adds up
+    token counts of pieces, which can differ by a token or two from the count of the joined text,
+    and this check is what makes "never longer than the window" hold.
     """
     if not text.strip():
         return []
     if len(text) > MAX_CHUNK_CHARS:  # a few tokens can span many characters: a long word is one [UNK]
         pieces = (text[i : i + MAX_CHUNK_CHARS] for i in range(0, len(text), MAX_CHUNK_CHARS))
         return [c for piece in pieces for c in _fit(piece, metadata, embed_keys, tokens, budget)]
+    if known is not None and known <= budget:
+        return [text.strip()]
     probe = Chunk(id="probe", index=0, text=text, metadata=metadata, embed_keys=embed_keys)
     excess = tokens.count(embedded_text(probe)) - budget
     if excess <= 0:

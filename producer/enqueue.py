@@ -18,7 +18,7 @@ from config.messages import EMBED_TASK, Chunk, EmbedTask
 from config.settings import QUEUE, Settings
 from dropvec.errors import InputFileError, SkippedFile, UnreadableFile
 from dropvec.state import LIVE, Replaced, StateStore, Status
-from producer.chunk import doc_id_for, iter_chunks
+from producer.chunk import doc_id_for, iter_chunks, warm_up
 from producer.files import Signature, expand, file_sha256, open_for_writing, signature
 from producer.read import is_supported, read_sections
 from producer.tokens import load_window
@@ -67,6 +67,7 @@ class Producer:
         self.app = app
         self.state = state
         self.window = load_window(settings.embed_model_path)
+        warm_up(self.window)
         #: Set (by a signal handler, say) to end a pass after the file being read.
         self.stop = stop or threading.Event()
 

@@ -6,6 +6,7 @@ Only the tokenizer and config files are loaded here, never the weights: the prod
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,16 +24,23 @@ class TokenWindow:
     ``budget`` is the model's maximum sequence length less the special tokens
     (``[CLS]``/``[SEP]``) that the model adds to every input. ``tokenizer`` is the Rust
     ``tokenizers.Tokenizer`` behind the model's fast tokenizer, with truncation and padding off.
+
+    ``additive``: the tokenizer splits at whitespace before anything else (BERT's WordPiece, as in
+    the bundled model and most sentence-transformers), so a text's tokens are its
+    whitespace-separated parts' tokens, and parts need not be tokenized again to be counted.
     """
 
     tokenizer: Tokenizer
     budget: int
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+    additive: bool = False
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def measure(self, text: str) -> Measured:
+        """``text`` tokenized once, to count it and its parts (see ``Measured``)."""
+        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        return Measured(self, text, [start for start, _ in offsets])
 
     def split_to_fit(self, text: str, max_tokens: int) -> list[str]:
         """Cut ``text`` at token boundaries into pieces of at most ``max_tokens`` tokens."""
@@ -43,6 +51,54 @@ class TokenWindow:
             end = offsets[start + max_tokens][0] if start + max_tokens < len(offsets) else len(text)
             pieces.append(text[begin:end])
         return [p for p in pieces if p.strip()]
+
+
+class Measured:
+    """A text tokenized once: its token count, and the counts of its parts from the same tokens.
+
+    A part found in the text between whitespace is counted from the text's own tokens when the
+    window is ``additive``; any other part is tokenized again. Parts are looked for from where the
+    last one was found, as a splitter walks the text from its start.
+    """
+
+    def __init__(self, window: TokenWindow, text: str, starts: list[int]) -> None:
+        self.window, self.text, self.starts = window, text, starts
+        self.total = len(starts)
+        self._at = 0
+
+    def count(self, part: str) -> int:
+        if self.window.additive:
+            at = self.text.find(part, self._at)
+            if at < 0:
+                at = self.text.find(part)
+            end = at + len(part)
+            if at >= 0 and self._between_spaces(at, end):
+                self._at = at
+                return bisect_left(self.starts, end) - bisect_left(self.starts, at)
+        return self.window.count(part)
+
+    def _between_spaces(self, begin: int, end: int) -> bool:
+        text = self.text
+
+        def edge(i: int) -> bool:
+            return i in (0, len(text)) or text[i - 1] in SPACES or text[i] in SPACES
+
+        return edge(begin) and edge(end)
+
+
+#: Whitespace to every tokenizer (BERT's normalizer deletes some of what Python calls whitespace).
+SPACES = frozenset(" \t\n\r")
+
+
+#: Pre-tokenizers that split at whitespace (and then, perhaps, within the words).
+WHITESPACE_FIRST = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+
+
+def _splits_at_whitespace_first(tokenizer: Tokenizer) -> bool:
+    state = json.loads(tokenizer.to_str()).get("pre_tokenizer") or {}
+    if state.get("type") == "Sequence":
+        state = (state.get("pretokenizers") or [{}])[0]
+    return state.get("type") in WHITESPACE_FIRST
 
 
 def _model_file(model: str, filename: str) -> Path | None:
@@ -89,7 +145,8 @@ def load_window(model: str) -> TokenWindow:
     tokenizer.no_padding()
     post = tokenizer.post_processor
     specials = post.num_special_tokens_to_add(False) if post is not None else 0
-    return TokenWindow(tokenizer=tokenizer, budget=int(max_len) - specials)
+    additive = _splits_at_whitespace_first(tokenizer)
+    return TokenWindow(tokenizer=tokenizer, budget=int(max_len) - specials, additive=additive)
 
 
 def _converted(model: str) -> Tokenizer:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import random
+
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from config.messages import MAX_CHUNK_CHARS, Chunk
 from config.settings import Settings
 from producer.chunk import Section, chunk_id, doc_id_for, embedded_text, iter_chunks
-from producer.tokens import TokenWindow, load_window
+from producer.read import read_sections
+from producer.tokens import TokenWindow, _splits_at_whitespace_first, load_window
 from tests.corpus import SEED
 
 ESSAY = SEED / "paul_graham_essay.txt"
@@ -146,3 +152,53 @@ def test_sections_joined_across_a_seam_chunk_like_one_section(window: TokenWindo
     whole = list(iter_chunks([Section(text)], **essay_args(window)))
     seamed = list(iter_chunks([Section(text[:cut]), Section(text[cut:], joined=True)], **essay_args(window)))
     assert [c.text for c in seamed] == [c.text for c in whole]
+
+
+def test_an_additive_window_counts_parts_of_a_text_from_one_tokenization(window: TokenWindow) -> None:
+    # the bundled model's WordPiece splits at whitespace first
+    assert window.additive
+    text = ESSAY.read_text()[:20_000]
+    measured = window.measure(text)
+    assert measured.total == window.count(text)
+    words = text.split(" ")
+    rng = random.Random(0)
+    for _ in range(300):
+        i = rng.randrange(len(words))
+        part = " ".join(words[i : rng.randrange(i, min(len(words), i + 80)) + 1])
+        assert measured.count(part) == window.count(part), part
+    # a part cut inside a word is tokenized again: "painting" is one token, "ainting" is not none
+    assert "painting" in text
+    assert measured.count("ainting") == window.count("ainting") > 0
+
+
+def test_counting_parts_from_one_tokenization_leaves_every_chunk_as_it_was(window: TokenWindow) -> None:
+    # Given the essay and the first pages of a 10-K (one long paragraph a page)
+    pages = list(itertools.islice(read_sections(SEED / "uber_2021.pdf"), 30))
+    recount = dataclasses.replace(window, additive=False)  # every part tokenized on its own
+    for sections, args in [
+        ([Section(ESSAY.read_text())], {"chunk_size": 128}),
+        (pages, {"chunk_size": 128}),
+        (pages, {"chunk_size": 0, "embed_keys": ("file_name",)}),
+    ]:
+        common = {"doc_id": "d", "file_metadata": {"file_name": "f.pdf"}, **args}
+        # When they are chunked with counts from one tokenization, and with every part recounted
+        fast = list(iter_chunks(sections, tokens=window, **common))  # type: ignore[arg-type]
+        slow = list(iter_chunks(sections, tokens=recount, **common))  # type: ignore[arg-type]
+        # Then the chunks are the same
+        assert len(fast) > 20
+        assert [(c.id, c.text) for c in fast] == [(c.id, c.text) for c in slow]
+
+
+def test_only_tokenizers_that_split_at_whitespace_first_count_parts_as_additive() -> None:
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    assert not _splits_at_whitespace_first(tokenizer)
+    for pre, additive in [
+        (pre_tokenizers.BertPreTokenizer(), True),
+        (pre_tokenizers.WhitespaceSplit(), True),
+        (pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits()]), True),
+        (pre_tokenizers.ByteLevel(), False),  # GPT-2 style: a space belongs to the next word
+        (pre_tokenizers.Metaspace(), False),
+        (pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.WhitespaceSplit()]), False),
+    ]:
+        tokenizer.pre_tokenizer = pre
+        assert _splits_at_whitespace_first(tokenizer) is additive, pre
