@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config.settings import QUEUE, Settings, redact_url
-from dropvec.errors import DropvecError
+from dropvec.errors import DropvecError, is_outage
 
 app = typer.Typer(help="Drop files in a folder; find their chunks in Milvus.", no_args_is_help=True)
 out = Console(soft_wrap=True)
@@ -54,16 +54,6 @@ def _configure_logging(settings: Settings) -> None:
     logging.captureWarnings(True)  # a library's warning is a log line like any other
 
 
-def _is_outage(exc: BaseException) -> bool:
-    """Redis, the broker or Milvus failing: a one-line message, not a traceback."""
-    import redis
-    from kombu.exceptions import OperationalError
-
-    return isinstance(exc, (redis.RedisError, OperationalError, ConnectionError)) or type(
-        exc
-    ).__module__.startswith("pymilvus")
-
-
 def _run(fn: Callable[[], T]) -> T:
     """Run a command body; dropvec's own errors and service outages end it with one line."""
     try:
@@ -72,7 +62,7 @@ def _run(fn: Callable[[], T]) -> T:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except Exception as exc:
-        if not _is_outage(exc):
+        if not is_outage(exc):
             raise
         message = " ".join(str(exc).split())[:300]
         err.print(f"[red]service unavailable:[/red] {type(exc).__name__}: {message}", highlight=False)
@@ -87,13 +77,26 @@ def _producer(settings: Settings, stop: threading.Event | None = None) -> Any:
     return Producer(settings, create_app(settings), StateStore.from_settings(settings), stop)
 
 
+class StopEvent(threading.Event):
+    """Set when the user asks the command to stop; ``signum`` is the signal that asked."""
+
+    signum = 0
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a command ended by that signal (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + (self.signum or signal.SIGINT)
+
+
 def _stop_handler(stop: threading.Event) -> Callable[[int, Any], None]:
     """A signal handler: the first SIGINT or SIGTERM sets ``stop`` (the work in hand is finished
-    first); a second one interrupts at once."""
+    first, or a wait given up); a second one interrupts at once."""
 
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
+        if isinstance(stop, StopEvent):
+            stop.signum = signum
         stop.set()
 
     return handler
@@ -183,22 +186,26 @@ def _ingest(
     targets = paths()
     if not targets:
         return 0
-    stop = threading.Event()
+    stop = StopEvent()
     with _stopping_on_signals(stop):
         report = _producer(settings, stop).ingest(targets, force=force)
-    _print_outcomes(report)
-    if report.not_read:
-        err.print(
-            f"[yellow]stopped:[/yellow] {report.not_read} file(s) not read; run the command again to go on"
-        )
-        return 130
-    failed = report.count("failed")
-    if wait and report.count("queued"):
-        failed = _wait_for_run(settings, report.run_id, timeout)
+        _print_outcomes(report)
+        if report.not_read:
+            err.print(
+                f"[yellow]stopped:[/yellow] {report.not_read} file(s) not read; "
+                "run the command again to go on"
+            )
+            return stop.exit_code
+        failed = report.count("failed")
+        if wait and report.count("queued"):
+            failed = _wait_for_run(settings, report.run_id, timeout, stop)
+            if stop.is_set():
+                return stop.exit_code
     return 1 if failed else 0
 
 
-def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:
+def _wait_for_run(settings: Settings, run_id: str, timeout: float, stop: threading.Event) -> int:
+    """Show the run's progress until its every chunk is written, ``timeout`` or ``stop``."""
     from dropvec.state import StateStore
 
     state = StateStore.from_settings(settings)
@@ -222,7 +229,12 @@ def _wait_for_run(settings: Settings, run_id: str, timeout: float) -> int:
             if time.monotonic() > deadline:
                 err.print(f"[red]timed out[/red] with {p.chunks_done}/{p.chunks_total} chunks written")
                 return 1
-            time.sleep(0.25)
+            if stop.wait(0.25):
+                err.print(
+                    f"[yellow]stopped waiting[/yellow] with {p.chunks_done}/{p.chunks_total} chunks written; "
+                    "the workers go on with the rest"
+                )
+                return 0
     for problem in p.problems:
         if problem["status"] == "failed":
             err.print(f"[red]failed[/red] {problem['path']}: {problem['reason']}", highlight=False)
@@ -478,6 +490,7 @@ def watch_command(
     """
     settings = _settings()
     inbox = (folder or settings.inbox).absolute()
+    settings = settings.model_copy(update={"inbox": inbox})  # the folder watched is this run's inbox
     stop = threading.Event()
     with _stopping_on_signals(stop), suppress(KeyboardInterrupt):
         producer = _run(lambda: _producer(settings, stop))
@@ -498,8 +511,11 @@ def _watch(settings: Settings, producer: Any, inbox: Path, stop: threading.Event
         try:
             _print_outcomes(producer.ingest(paths, deleted=deleted), watching=True)
         except Exception as exc:
-            if not (isinstance(exc, DropvecError) or _is_outage(exc)):
-                raise
+            # a service down, or a fault of ours: said in one line, and the watch goes on
+            if not (isinstance(exc, DropvecError) or is_outage(exc)):
+                log.debug(
+                    "unexpected error in a pass over %d path(s)", len(paths) + len(deleted), exc_info=True
+                )
             message = " ".join(str(exc).split())[:300]
             err.print(f"[red]error:[/red] {type(exc).__name__}: {message} (trying again shortly)")
             return False

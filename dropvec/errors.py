@@ -38,3 +38,13 @@ class ServiceUnavailable(DropvecError):
 
 class ConfigError(DropvecError):
     """A setting is invalid, or the existing collection does not match the model."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis, the broker or Milvus failing (ours, retried), not a fault of a file."""
+    import redis
+    from kombu.exceptions import OperationalError
+
+    if isinstance(exc, (ServiceUnavailable, redis.RedisError, OperationalError, ConnectionError)):
+        return True
+    return type(exc).__module__.startswith("pymilvus")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -16,10 +15,10 @@ from celery import Celery
 
 from config.messages import EMBED_TASK, Chunk, EmbedTask
 from config.settings import QUEUE, Settings
-from dropvec.errors import InputFileError, SkippedFile, UnreadableFile
+from dropvec.errors import InputFileError, SkippedFile, UnreadableFile, is_outage
 from dropvec.state import LIVE, Replaced, StateStore, Status
 from producer.chunk import doc_id_for, iter_chunks, warm_up
-from producer.files import Signature, expand, file_sha256, open_for_writing, signature
+from producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
 from producer.read import is_supported, read_sections
 from producer.tokens import load_window
 from workers.app import send_removal
@@ -80,23 +79,40 @@ class Producer:
         paths that is no longer on disk is removed, unless a new file has its exact content: that
         one is a rename, and takes over the old file's vectors before the old chunks go.
 
-        Once ``stop`` is set, the file being read is finished and the pass ends there.
+        Once ``stop`` is set, the file being read is finished and the pass ends there (a file
+        waiting for room in a full queue is left for the next pass).
+
+        Symbolic links are never followed: a link, or a path through one, is skipped with that
+        reason, and what was stored under such a path before is removed. Below the inbox, a link
+        at any depth counts; elsewhere, those below the path named (see ``base_of``).
         """
         run_id = uuid.uuid4().hex
         self.state.start_run(run_id)
         roots = [p.absolute() for p in paths]
-        present = list(dict.fromkeys(expand((r for r in roots if r.exists()), self.settings.ignore)))
+        present: dict[Path, Path] = {}  # each file found, and the folder its links are checked below
+        for root in roots:
+            if os.path.lexists(root):
+                base = self.base_of(root)
+                for path in expand([root], self.settings.ignore):
+                    present.setdefault(path, base)
         gone = self._gone([*roots, *(p.absolute() for p in deleted)], set(present))
         known = {record.get("path", "") for record in gone.values()}
         busy = open_for_writing(set(present))
         outcomes: list[FileOutcome] = []
-        for done, path in enumerate(present):
-            if self.stop.is_set():
+        for done, (path, base) in enumerate(present.items()):
+            try:
+                if self.stop.is_set():
+                    raise Stopped
+                outcomes.append(
+                    self.ingest_file(path, run_id, base=base, force=force, renamed_from=gone, busy=busy)
+                )
+            except Stopped:
                 log.info("stopped: %d file(s) not read", len(present) - done)
                 return self._counted(IngestReport(run_id, outcomes, not_read=len(present) - done))
-            outcomes.append(self.ingest_file(path, run_id, force=force, renamed_from=gone, busy=busy))
         for root in roots:
-            if not root.exists() and not any(p == str(root) or p.startswith(f"{root}/") for p in known):
+            if not os.path.lexists(root) and not any(
+                p == str(root) or p.startswith(f"{root}/") for p in known
+            ):
                 outcomes.append(self.ingest_file(root, run_id))  # named, yet neither there nor indexed
         for doc_id, record in gone.items():
             outcomes.append(self._remove_gone(doc_id, record))
@@ -108,15 +124,31 @@ class Producer:
         self.state.count({**{f"files:{k}": n for k, n in counts.items()}, "chunks:queued": report.chunks})
         return report
 
+    def base_of(self, path: Path) -> Path:
+        """The folder below which a link on ``path`` is not followed: the inbox for a path in it
+        (the inbox itself may be a link: it is the user's folder), else the folder that holds
+        ``path`` (the path named may not be a link, nor anything below it)."""
+        inbox = self.settings.inbox.absolute()
+        return inbox if path.is_relative_to(inbox) else path.parent
+
     def _gone(self, roots: list[Path], present: set[Path]) -> dict[str, dict[str, str]]:
-        """Records of files under ``roots`` that are no longer on disk, by doc id."""
+        """Records of files under ``roots`` that are no longer on disk (or lie behind a link
+        now), by doc id."""
         gone = {}
         for root in roots:
+            base = self.base_of(root)
             for path in self.state.paths_under(str(root)):
-                if Path(path) not in present and not Path(path).is_file():
+                if Path(path) not in present and not self._is_readable_file(Path(path), base):
                     doc_id = doc_id_for(path)
                     gone[doc_id] = self.state.get_file(doc_id)
         return gone
+
+    @staticmethod
+    def _is_readable_file(path: Path, base: Path) -> bool:
+        try:
+            return path.is_file() and link_on_path(path, base) is None
+        except ValueError:  # not below base
+            return path.is_file()
 
     def _remove_gone(self, doc_id: str, record: dict[str, str]) -> FileOutcome:
         self.state.forget_file(doc_id, record.get("path", ""))
@@ -131,12 +163,14 @@ class Producer:
         path: Path,
         run_id: str,
         *,
+        base: Path | None = None,
         force: bool = False,
         renamed_from: dict[str, dict[str, str]] | None = None,
         busy: set[Path] | frozenset[Path] = frozenset(),
     ) -> FileOutcome:
         """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready.
 
+        ``base``: no part of ``path`` below it may be a symbolic link (default: ``base_of(path)``).
         ``renamed_from``: records of files gone from disk; one with this file's content is taken
         over (and taken out of the mapping) as this file's previous name. ``busy``: files some
         process holds open for writing (skipped: they are read once complete).
@@ -147,13 +181,14 @@ class Producer:
         path = path.absolute()
         if not _is_utf8(path):
             return self._bad_name(path, run_id)
+        base = base or self.base_of(path)
         doc_id = doc_id_for(str(path))
         chunks = tasks = generation = 0
         sha = moved_from = ""
         replaces: list[Replaced] = []
         try:
             before = signature(path)
-            sha = self._hash(path)
+            sha = self._hash(path, base)
             previous = self.state.get_file(doc_id)
             if not force and _holds(previous, sha, self.settings.model_key):
                 raise SkippedFile(path, UNCHANGED)
@@ -179,7 +214,7 @@ class Producer:
             )
             with self.app.producer_or_acquire() as publisher:
                 for batch in batches:
-                    _unchanged_since(path, before)
+                    _unchanged_since(path, before, base)
                     self._wait_for_room()
                     if tasks == 0:
                         self.state.file_started(
@@ -195,12 +230,21 @@ class Producer:
                     )
                     chunks += len(batch)
                     tasks += 1
-            _unchanged_since(path, before)
+            _unchanged_since(path, before, base)
             if tasks == 0:
                 raise SkippedFile(path, "no text to index")
         except InputFileError as exc:
             started = tasks > 0
             return self._ended_early(exc, run_id, doc_id, path, sha, generation, started, replaces)
+        except Stopped:
+            raise  # the file is left for the next pass
+        except Exception as exc:
+            if is_outage(exc):
+                raise  # the pass is offered again once the service is back
+            # a fault of ours (or of a library) on this one file: it fails, the others go on
+            log.debug("unexpected error on %s", path, exc_info=True)
+            failure = UnreadableFile(path, f"unexpected error, see the log: {type(exc).__name__}: {exc}")
+            return self._ended_early(failure, run_id, doc_id, path, sha, generation, tasks > 0, replaces)
         if self.state.file_enqueued(run_id, doc_id, generation=generation, chunks=chunks, tasks=tasks):
             # every task was done before the last one was sent: retire what this version replaces
             self._send_removals(str(path), replaces)
@@ -253,17 +297,19 @@ class Producer:
         return FileOutcome(shown, "skipped", reason)
 
     def _wait_for_room(self) -> None:
-        """Back-pressure: while the queue holds ``max_queue_depth`` tasks, wait for workers."""
+        """Back-pressure: while the queue holds ``max_queue_depth`` tasks, wait for workers, or
+        for ``stop`` (then raise Stopped: the file is left for the next pass)."""
         if self.state.r.llen(QUEUE) < self.settings.max_queue_depth:  # type: ignore[operator]
             return
         log.info("queue full (%d tasks): waiting for workers", self.settings.max_queue_depth)
         while self.state.r.llen(QUEUE) >= self.settings.max_queue_depth:  # type: ignore[operator]
-            time.sleep(0.2)
+            if self.stop.wait(0.2):
+                raise Stopped
 
-    def _hash(self, path: Path) -> str:
-        """The file's content hash, once it is known to be a regular file of a supported type."""
-        if path.is_symlink():
-            raise SkippedFile(path, "a symbolic link: links are not followed")
+    def _hash(self, path: Path, base: Path) -> str:
+        """The file's content hash, once it is known to be a regular file of a supported type,
+        reached through no symbolic link below ``base``."""
+        _no_link(path, base)
         if not path.exists():
             raise NoSuchFile(path, "no such file")
         if not path.is_file():
@@ -312,8 +358,23 @@ class Vanished(SkippedFile):
     """A file deleted while it was read."""
 
 
-def _unchanged_since(path: Path, before: Signature | None) -> None:
-    """Raise if the file went away or was written to since ``before`` (taken before it was read)."""
+class Stopped(Exception):
+    """The producer was asked to stop while a file waited for room in the queue."""
+
+
+def _no_link(path: Path, base: Path) -> None:
+    """Raise SkippedFile if ``path`` is, or lies behind, a symbolic link below ``base``."""
+    link = link_on_path(path, base)
+    if link == path:
+        raise SkippedFile(path, "a symbolic link: links are not followed")
+    if link is not None:
+        raise SkippedFile(path, f"reached through the symbolic link {link}: links are not followed")
+
+
+def _unchanged_since(path: Path, before: Signature | None, base: Path) -> None:
+    """Raise if the file went away, was written to since ``before`` (taken before it was read), or
+    a folder on its path was swapped for a link meanwhile."""
+    _no_link(path, base)
     now = signature(path)
     if now is None:
         raise Vanished(path, "deleted while it was read")

@@ -28,19 +28,33 @@ def is_ignored(path: Path, patterns: Sequence[str] = DEFAULT_IGNORE) -> bool:
 
 
 def expand(paths: Iterable[Path], ignore: Sequence[str] = DEFAULT_IGNORE) -> Iterator[Path]:
-    """Files named, and the files under folders named, in a stable order; symlinks not followed.
+    """Files named, and the files under folders named, in a stable order; links never followed.
 
-    Inside folders, files and folders whose names match ``ignore`` are left out.
+    A symbolic link, named or met inside a folder (to a file or to a folder), is listed as it is
+    and not walked: the producer skips it with its reason. Inside folders, files and folders whose
+    names match ``ignore`` are left out.
     """
     for path in paths:
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not is_ignored(Path(d), ignore))
-                for name in sorted(files):
+                links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+                dirs[:] = sorted(d for d in dirs if d not in links and not is_ignored(Path(d), ignore))
+                for name in sorted([*files, *links]):
                     if not is_ignored(Path(name), ignore):
                         yield Path(root) / name
         else:
             yield path
+
+
+def link_on_path(path: Path, base: Path) -> Path | None:
+    """The first part of ``path`` below ``base`` (``path`` itself included) that is a symbolic
+    link; None if there is none. Links in ``base`` itself and above it are the user's own layout."""
+    current = base
+    for part in path.relative_to(base).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
 
 
 def file_sha256(path: Path) -> str:
@@ -52,9 +66,10 @@ def file_sha256(path: Path) -> str:
 
 
 def signature(path: Path) -> Signature | None:
-    """The file's size and modification time; None if it is gone."""
+    """The file's size and modification time; None if it is gone. A symbolic link's own (it is
+    not followed), so a file swapped for a link changes its signature."""
     try:
-        st = path.stat()
+        st = path.lstat()
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns

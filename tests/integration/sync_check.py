@@ -26,6 +26,8 @@ def expected(stack: Stack, folder: Path) -> Counter[tuple[str, int, str]]:
     s = stack.settings
     chunks: Counter[tuple[str, int, str]] = Counter()
     for path in expand([folder], s.ignore):
+        if path.is_symlink():
+            continue  # links are not followed
         try:
             sections = read_sections(path)
         except InputFileError:
