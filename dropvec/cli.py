@@ -77,15 +77,8 @@ def _producer(settings: Settings, stop: threading.Event | None = None) -> Any:
     return Producer(settings, create_app(settings), StateStore.from_settings(settings), stop)
 
 
-class StopEvent(threading.Event):
-    """Set when the user asks the command to stop; ``signum`` is the signal that asked."""
-
-    signum = 0
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's code for a command ended by that signal (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + (self.signum or signal.SIGINT)
+#: The exit code of a command stopped by SIGINT or SIGTERM before its work was done.
+STOPPED = 130
 
 
 def _stop_handler(stop: threading.Event) -> Callable[[int, Any], None]:
@@ -95,8 +88,6 @@ def _stop_handler(stop: threading.Event) -> Callable[[int, Any], None]:
     def handler(signum: int, frame: Any) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        if isinstance(stop, StopEvent):
-            stop.signum = signum
         stop.set()
 
     return handler
@@ -186,7 +177,7 @@ def _ingest(
     targets = paths()
     if not targets:
         return 0
-    stop = StopEvent()
+    stop = threading.Event()
     with _stopping_on_signals(stop):
         report = _producer(settings, stop).ingest(targets, force=force)
         _print_outcomes(report)
@@ -195,12 +186,12 @@ def _ingest(
                 f"[yellow]stopped:[/yellow] {report.not_read} file(s) not read; "
                 "run the command again to go on"
             )
-            return stop.exit_code
+            return STOPPED
         failed = report.count("failed")
         if wait and report.count("queued"):
             failed = _wait_for_run(settings, report.run_id, timeout, stop)
             if stop.is_set():
-                return stop.exit_code
+                return STOPPED
     return 1 if failed else 0
 
 

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_DELETE_HOLD_SECONDS = 10.0
 #: A batch the producer could not take (Redis down, say) is offered again this much later.
 RETRY_SECONDS = 5.0
+#: How often a watched folder that is gone is looked for (and a failed watch set up again).
+FOLDER_POLL_SECONDS = 1.0
 
 
 def watch_folder(
@@ -80,10 +82,6 @@ def watch_folder(
             log.warning("the watch on %s failed (%s): watching it again, then reconciling it", folder, exc)
             stop.wait(FOLDER_POLL_SECONDS)
         lost = on_ready is None
-
-
-#: How often a watched folder that is gone is looked for.
-FOLDER_POLL_SECONDS = 1.0
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
