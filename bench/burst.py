@@ -46,7 +46,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         import redis
 
-        from config.settings import QUEUE
+        from dropvec.config.settings import QUEUE
 
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.queue = QUEUE
@@ -186,9 +186,9 @@ def main() -> None:
 
 
 def _live(settings: Any) -> list[str]:
-    from dropvec.cli import _live_workers
+    from dropvec.status import live_workers
 
-    return list(_live_workers(settings))
+    return list(live_workers(settings))
 
 
 def _row(system: str, seconds: float, sampler: Sampler, summary: str) -> dict[str, Any]:

@@ -27,9 +27,11 @@ SEED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "seed"
 
 
 def chunk_texts(settings: Any, files: list[Path]) -> list[str]:
-    from producer.chunk import doc_id_for, embedded_text, iter_chunks
-    from producer.read import read_sections
-    from producer.tokens import load_window
+    from dropvec.config.ids import doc_id_for
+    from dropvec.config.messages import embedded_text
+    from dropvec.producer.chunk import iter_chunks
+    from dropvec.producer.read import read_sections
+    from dropvec.producer.tokens import load_window
 
     window = load_window(settings.embed_model_path)
     texts = []
@@ -51,7 +53,7 @@ def chunk_texts(settings: Any, files: list[Path]) -> list[str]:
 
 def model_ceiling(settings: Any, texts: list[str]) -> float:
     """The backend's own encode of the same chunks, no queue and no storage: chunks/s."""
-    from workers.embed import load_embedder
+    from dropvec.workers.embed import load_embedder
 
     model = load_embedder(settings)._model  # the configured backend's SentenceTransformer
     model.encode(texts[:16])
@@ -89,18 +91,19 @@ def end_to_end(
 ) -> tuple[int, float, float]:
     """Enqueue ``files`` and wait until every chunk is written, with ``workers`` warm processes
     (numbered from ``first``): chunks, seconds, and the workers' peak RSS in MB, all together."""
-    from dropvec.cli import _live_workers, _producer
+    from dropvec.producer.enqueue import Producer
     from dropvec.stack import start_workers
+    from dropvec.status import live_workers
 
     services = start_workers(settings, workers, root / "logs", first=first)
     try:
         deadline = time.monotonic() + 300
-        while len(_live_workers(settings)) < workers:
+        while len(live_workers(settings)) < workers:
             if time.monotonic() > deadline:
                 raise SystemExit("workers did not start; see " + str(root / "logs"))
             time.sleep(0.5)
         sampler = PeakRss([s.proc.pid for s in services])
-        producer = _producer(settings)
+        producer = Producer.from_settings(settings)
         start = time.perf_counter()
         report = producer.ingest(files, force=True)
         while not producer.state.progress(report.run_id).finished:
@@ -113,7 +116,7 @@ def end_to_end(
 
 
 def drop_collection(settings: Any, name: str | None = None) -> None:
-    from workers.store import milvus_client
+    from dropvec.workers.store import milvus_client
 
     client = milvus_client(settings)
     client.drop_collection(name or settings.collection)
@@ -183,7 +186,7 @@ def private_settings(root: Path, own_milvus: bool = False) -> tuple[Any, bool]:
     benchmark's tasks. The collection is the benchmark's own, dropped first: nothing indexed
     before can be reused.
     """
-    from config.settings import Settings
+    from dropvec.config.settings import Settings
     from dropvec.stack import free_port, is_reachable
 
     configured = Settings()

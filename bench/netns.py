@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from dropvec.errors import ServiceUnavailable
+from dropvec.config.errors import ServiceUnavailable
 from dropvec.stack import wait_until
 
 PREFIX = "198.18.0"

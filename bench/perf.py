@@ -70,7 +70,7 @@ def in_own_process(role: str, settings: Any, files: list[Path]) -> dict[str, Any
 def documents(files: list[Path]) -> list[Any]:
     from llama_index.core import Document
 
-    from producer.read import read_sections
+    from dropvec.producer.read import read_sections
 
     return [
         Document(text=s.text, metadata={"file_name": f.name, **s.metadata})
@@ -80,7 +80,7 @@ def documents(files: list[Path]) -> list[Any]:
 
 
 def role_ceiling(settings: Any, files: list[Path]) -> dict[str, Any]:
-    from workers.embed import load_embedder
+    from dropvec.workers.embed import load_embedder
 
     texts = chunk_texts(settings, files)
     model = load_embedder(settings)._model
@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from config.settings import Settings
+    from dropvec.config.settings import Settings
 
     if args.role:  # one system, in a process of its own (see in_own_process)
         settings = Settings()

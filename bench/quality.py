@@ -88,7 +88,7 @@ def score(labelled: Labelled, chunk_vectors: np.ndarray, question_vectors: np.nd
 
 def embed(settings: Any, backend: str, labelled: Labelled) -> tuple[np.ndarray, np.ndarray, float]:
     """Chunk and question vectors from ``backend``, and its chunks/s (its own batched encode)."""
-    from workers.embed import load_embedder
+    from dropvec.workers.embed import load_embedder
 
     model = load_embedder(settings.model_copy(update={"embed_backend": backend}))
     model.get_text_embedding_batch(labelled.chunks[:8])  # warm up
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args()
 
-    from config.settings import Settings
+    from dropvec.config.settings import Settings
 
     settings = Settings(log_level="WARNING")
     settings.prepare_environment()

@@ -53,8 +53,8 @@ def nodes(count: int, rng: np.random.Generator, offset: int = 0) -> list[Any]:
 def write(settings: Any, count: int, batch_size: int, concurrency: int, seed: int) -> float:
     """Write ``count`` nodes into ``settings.collection`` (created anew); vectors/s."""
     from bench.core import drop_collection
-    from workers.loop import LoopThread
-    from workers.store import ChunkWriter, ensure_collection, open_store
+    from dropvec.workers.loop import LoopThread
+    from dropvec.workers.store import ChunkWriter, ensure_collection, open_store
 
     drop_collection(settings)
     ensure_collection(settings, DIM)
@@ -83,7 +83,7 @@ def search_latency(settings: Any, queries: int, top_k: int = 5) -> list[float]:
     """Milliseconds per top-k search, one after another, through MilvusVectorStore.query."""
     from llama_index.core.vector_stores import VectorStoreQuery
 
-    from workers.store import open_store
+    from dropvec.workers.store import open_store
 
     store = open_store(settings, None, use_async=False)
     rng = np.random.default_rng(7)

@@ -55,7 +55,7 @@ def settle_removals(settings: Any, timeout: float = 60) -> None:
     """Wait for the queue to drain (removals of replaced versions run after a file is indexed)."""
     import redis
 
-    from config.settings import QUEUE
+    from dropvec.config.settings import QUEUE
 
     r = redis.Redis.from_url(settings.redis_url)
     deadline = time.monotonic() + timeout
@@ -87,7 +87,7 @@ def reingest(settings: Any, producer: Any, root: Path) -> dict[str, Any]:
 
 
 def edit(settings: Any, producer: Any, root: Path) -> dict[str, Any]:
-    from producer.chunk import doc_id_for
+    from dropvec.config.ids import doc_id_for
 
     path = root / "edit" / "paul_graham_essay.txt"
     path.parent.mkdir()
@@ -111,8 +111,8 @@ def edit(settings: Any, producer: Any, root: Path) -> dict[str, Any]:
 
 
 def latency(settings: Any, root: Path, drops: int) -> dict[str, Any]:
-    from producer.chunk import doc_id_for
-    from workers.store import milvus_client
+    from dropvec.config.ids import doc_id_for
+    from dropvec.workers.store import milvus_client
 
     folder = root / "inbox"
     folder.mkdir()
@@ -168,8 +168,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from dropvec.cli import _live_workers, _producer
+    from dropvec.producer.enqueue import Producer
     from dropvec.stack import start_workers
+    from dropvec.status import live_workers
 
     logging.getLogger("producer").setLevel(logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="dropvec-bench-sync-"))
@@ -178,11 +179,11 @@ def main() -> None:
     try:
         services += start_workers(settings, WORKERS, root / "logs")
         deadline = time.monotonic() + 300
-        while len(_live_workers(settings)) < WORKERS:
+        while len(live_workers(settings)) < WORKERS:
             if time.monotonic() > deadline:
                 raise SystemExit(f"workers did not start; see {root / 'logs'}")
             time.sleep(0.5)
-        producer = _producer(settings)
+        producer = Producer.from_settings(settings)
         results = {
             "reingest": reingest(settings, producer, root),
             "edit": edit(settings, producer, root),

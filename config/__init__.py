@@ -1,5 +1,5 @@
 """Settings and the message contract shared by the producer and the workers."""
 
-from config.settings import Settings
+from dropvec.config.settings import Settings
 
 __all__ = ["Settings"]

@@ -11,10 +11,12 @@ therefore agree, token for token, on the text the model sees.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+if TYPE_CHECKING:
+    from llama_index.core.schema import TextNode
 
 #: Celery task name of the embed-and-write task.
 EMBED_TASK = "dropvec.embed_chunks"
@@ -90,6 +92,8 @@ def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str =
         metadata["generation"] = generation
     if embed_hash:
         metadata["embed_hash"] = embed_hash
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode  # (0.8 s to import)
+
     node = TextNode(
         id_=chunk.id,
         text=chunk.text,
@@ -99,3 +103,11 @@ def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str =
     )
     node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc_id)
     return node
+
+
+def embedded_text(chunk: Chunk, doc_id: str = "") -> str:
+    """Exactly what the model is given for ``chunk``: what the producer measures and the worker
+    embeds (and what a stored vector is keyed by, with the model)."""
+    from llama_index.core.schema import MetadataMode
+
+    return to_node(chunk, doc_id).get_content(metadata_mode=MetadataMode.EMBED)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from config.messages import MAX_CHUNKS_PER_TASK
+from dropvec.config.messages import MAX_CHUNKS_PER_TASK
 
 #: Celery queue the producer publishes to and workers consume.
 QUEUE = "dropvec"
@@ -43,9 +43,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DROPVEC_", env_file=".env", extra="ignore", frozen=True)
 
     # Services
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis broker and state store")
-    milvus_uri: str = Field("http://127.0.0.1:19530", description="Milvus server URI")
-    milvus_token: SecretStr = Field(SecretStr(""), description="Milvus token (user:password)")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Broker and state store; `rediss://` and `user:password@` work",
+    )
+    milvus_uri: str = Field(
+        "http://127.0.0.1:19530",
+        description="Milvus standalone, cluster or Zilliz Cloud; or a local `.db` file",
+    )
+    milvus_token: SecretStr = Field(SecretStr(""), description="`user:password` or an API key")
     redis_tls_ca_file: Path | None = Field(
         None, description="rediss:// only: CA bundle the server's certificate is checked against"
     )
@@ -56,8 +62,10 @@ class Settings(BaseSettings):
     )
     milvus_tls_server_name: str = Field("", description="https:// Milvus only: name on its certificate")
     collection: str = Field("dropvec", description="Milvus collection name")
-    metric: Literal["COSINE", "IP", "L2"] = "COSINE"
-    consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
+    metric: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="`COSINE`, `IP` or `L2`")
+    consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = Field(
+        "Bounded", description="Consistency level the collection is created with"
+    )
     index_type: str = Field("AUTOINDEX", description="Milvus index type for the vector field")
     embedded_milvus: Literal["lite", "standalone"] = Field(
         "lite", description="Which embedded Milvus `dropvec up` starts when none is reachable"
@@ -77,13 +85,13 @@ class Settings(BaseSettings):
         description="Where ONNX exports of the model are built, once per machine",
     )
     torch_threads: int = Field(0, ge=0, description="Threads per worker process; 0 = cores/workers")
-    embed_batch_size: int = Field(32, ge=1)
+    embed_batch_size: int = Field(32, ge=1, description="Chunks per model call")
 
     # Chunking and tasks
     chunk_size: int = Field(
         128, ge=0, description="Tokens per chunk, capped at the model's window; 0 = the whole window"
     )
-    chunk_overlap: int = Field(16, ge=0)
+    chunk_overlap: int = Field(16, ge=0, description="Tokens shared by neighbouring chunks")
     embed_metadata_keys: tuple[str, ...] = Field(
         (), description='File metadata embedded with each chunk, e.g. ["file_name"]'
     )
@@ -105,11 +113,13 @@ class Settings(BaseSettings):
     write_batch_size: int = Field(
         256, ge=1, description="Entities per async_add call (bench.store: 256 x 4 fastest)"
     )
-    write_concurrency: int = Field(4, ge=1)
+    write_concurrency: int = Field(4, ge=1, description="`async_add` calls in flight per worker process")
 
     # Folders
-    inbox: Path = Path("inbox")
-    data_dir: Path = Path(".dropvec")
+    inbox: Path = Field(Path("inbox"), description="Folder `up` and `watch` watch (recursively)")
+    data_dir: Path = Field(
+        Path(".dropvec"), description="Where the embedded servers keep their data, and logs"
+    )
     settle_seconds: float = Field(
         0.5, ge=0, description="Quiet time before a changed file is read (once its writer closed it)"
     )
@@ -127,9 +137,12 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(60, gt=0, description="Seconds to wait for the LLM")
     llm_max_retries: int = Field(1, ge=0, description="Retries of a failed LLM request")
     top_k: int = Field(5, ge=1, le=100, description="Chunks retrieved by `search` and `ask`")
-    api_token: SecretStr = Field(SecretStr(""), description="`serve`: bearer token required; empty: none")
+    api_token: SecretStr = Field(
+        SecretStr(""),
+        description="`serve`: the bearer token of every endpoint but /health and the schema; empty: none",
+    )
 
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="Log level")
     log_format: Literal["text", "json"] = Field("text", description="Logs as plain text or JSON lines")
     metrics_port: int = Field(
         0, ge=0, le=65535,
@@ -154,15 +167,20 @@ class Settings(BaseSettings):
     def model_is_local(self) -> bool:
         return Path(self.embed_model_path).exists()
 
-    def prepare_environment(self) -> None:
+    def prepare_environment(self, *, quiet: bool = False) -> None:
         """Process-wide switches that must be set before the Hugging Face libraries are imported.
 
         A local model (the bundled one included) is loaded with ``HF_HUB_OFFLINE=1`` so that nothing
-        ever reaches for the network; a hub name keeps the user's own setting.
+        ever reaches for the network; a hub name keeps the user's own setting. ``quiet``: the
+        libraries draw no progress bars and say nothing under errors.
         """
         if self.model_is_local:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if quiet:
+            for name, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                                ("TQDM_DISABLE", "1")):  # fmt: skip
+                os.environ.setdefault(name, value)
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -11,8 +11,8 @@ from llama_index.core.base.response.schema import AsyncStreamingResponse
 from llama_index.core.llms import LLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 
-from config.settings import Settings
-from dropvec.errors import DropvecError
+from dropvec.config.errors import LLMUnavailable
+from dropvec.config.settings import Settings
 from dropvec.search import Hit, Retriever
 
 #: Said when no LLM is configured, in place of an answer.
@@ -25,10 +25,6 @@ NO_LLM = (
 def llm_endpoint(settings: Settings) -> str:
     """The OpenAI-compatible endpoint the LLM is asked at: the configured one, else OpenAI's."""
     return settings.llm_base_url or "https://api.openai.com/v1"
-
-
-class LLMUnavailable(DropvecError):
-    """The LLM endpoint failed: unreachable, refused the key, or answered with an error."""
 
 
 def load_llm(settings: Settings) -> LLM | None:

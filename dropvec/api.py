@@ -20,10 +20,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.settings import Settings
-from dropvec.answer import NO_LLM, LLMUnavailable, ask, load_llm
-from dropvec.errors import DropvecError
-from dropvec.metrics import pipeline_registry
+from dropvec.answer import NO_LLM, ask, load_llm
+from dropvec.config.errors import DropvecError, LLMUnavailable
+from dropvec.config.settings import Settings
+from dropvec.ledger.metrics import pipeline_registry
 from dropvec.search import search
 
 MAX_QUESTION_CHARS = 4000
@@ -60,7 +60,7 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from workers.embed import load_embedder
+        from dropvec.workers.embed import load_embedder
 
         app.state.embedder = embedder or await asyncio.to_thread(load_embedder, settings)
         app.state.llm = load_llm(settings)
@@ -125,7 +125,7 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
     @api.get("/status", dependencies=[Depends(authorized)])
     def status() -> dict[str, Any]:
         """What `dropvec status --json` shows: files by state, chunks, queue, workers, failures."""
-        from dropvec.cli import collect_status
+        from dropvec.status import collect_status
 
         return collect_status(settings)
 

@@ -10,9 +10,8 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from config.settings import Settings
-from dropvec.errors import DropvecError
-from workers.store import ensure_loaded, milvus_client, open_store
+from dropvec.config.settings import Settings
+from dropvec.workers.store import milvus_errors, read_store
 
 
 @dataclass(frozen=True)
@@ -45,23 +44,15 @@ class Retriever(BaseRetriever):
 
     def __init__(self, settings: Settings, k: int, embedder: BaseEmbedding) -> None:
         super().__init__()
-        client = milvus_client(settings)
-        try:
-            if not client.has_collection(settings.collection):
-                raise DropvecError(f"nothing indexed yet: collection {settings.collection!r} does not exist")
-            ensure_loaded(client, settings.collection)
-        finally:
-            client.close()
-        index = VectorStoreIndex.from_vector_store(
-            open_store(settings, None, use_async=False), embed_model=embedder
-        )
+        index = VectorStoreIndex.from_vector_store(read_store(settings), embed_model=embedder)
         self._inner = index.as_retriever(similarity_top_k=k)
 
+    @milvus_errors
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self._inner.retrieve(query_bundle)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return await asyncio.to_thread(self._inner.retrieve, query_bundle)
+        return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
 def search(settings: Settings, question: str, k: int, embedder: BaseEmbedding) -> list[Hit]:

@@ -14,16 +14,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 
-from config.settings import Settings
-from dropvec.errors import ServiceUnavailable
+from dropvec.config.errors import ServiceUnavailable
+from dropvec.config.polling import poll
+from dropvec.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until ``check()`` holds; ServiceUnavailable if ``proc`` exits first or ``timeout`` passes."""
+
+    def ready() -> bool:
         if proc is not None and proc.poll() is not None:
             raise ServiceUnavailable(f"{what} exited with code {proc.returncode} while starting; see its log")
         try:
-            if check():
-                return
+            return bool(check())
         except Exception:  # noqa: BLE001 - a server that is still starting fails in many ways
-            pass
-        time.sleep(0.2)
-    raise ServiceUnavailable(f"{what} did not become ready within {timeout:.0f}s")
+            return False
+
+    if not poll(ready, timeout=timeout, interval=0.2):
+        raise ServiceUnavailable(f"{what} did not become ready within {timeout:.0f}s")
 
 
 @dataclass
@@ -276,7 +278,7 @@ def _embedded_etcd_config(folder: Path) -> tuple[Path, int]:
     ports_file = folder / "embed-etcd.ports"
     try:
         client_port, peer_port = (int(p) for p in ports_file.read_text().split())
-        if not all(_is_free(p) for p in (client_port, peer_port)):
+        if not all(is_free(p) for p in (client_port, peer_port)):
             raise ValueError("taken")
     except (OSError, ValueError):
         client_port, peer_port = free_port(), free_port()
@@ -290,7 +292,7 @@ def _embedded_etcd_config(folder: Path) -> tuple[Path, int]:
     return path, client_port
 
 
-def _is_free(port: int, host: str = "127.0.0.1") -> bool:
+def is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -318,3 +320,24 @@ def start_workers(settings: Settings, count: int, log_dir: Path, first: int = 0)
             Service(f"worker-{i}", _spawn(f"worker-{i}", args, log_path, {**env, **port}), log_path)
         )
     return services
+
+
+@contextmanager
+def local_stack(
+    settings: Settings, worker_count: int, on_stopping: Callable[[], None] = lambda: None
+) -> Iterator[list[Service]]:
+    """Redis and Milvus (each unless one already answers) and ``worker_count`` worker processes,
+    for as long as the block runs; then ``on_stopping()``, and every one is stopped, workers first."""
+    data_dir = settings.data_dir.absolute()
+    services: list[Service] = []
+    try:
+        for start in (start_redis, start_milvus):
+            service = start(settings, data_dir)
+            if service is not None:
+                services.append(service)
+        services += start_workers(settings, worker_count, data_dir / "logs")
+        yield services
+    finally:
+        on_stopping()
+        for service in reversed(services):
+            service.stop(timeout=60 if service.name.startswith("worker") else 20)

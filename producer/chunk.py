@@ -12,16 +12,15 @@ their vectors are reused instead of embedded again.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.schema import MetadataMode
 
-from config.messages import MAX_CHUNK_CHARS, Chunk, to_node
+from dropvec.config.ids import chunk_id, sha256_hex
+from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text
 
 #: Embedded metadata may take at most this share of the window; past it, it is not embedded.
 MAX_METADATA_SHARE = 8
@@ -65,26 +64,6 @@ class Section:
     text: str
     metadata: dict[str, str | int | float] = field(default_factory=dict)
     joined: bool = False
-
-
-def sha256_hex(data: str | bytes) -> str:
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    return hashlib.sha256(raw).hexdigest()
-
-
-def doc_id_for(file_key: str) -> str:
-    """Identity of a file: stable across runs for the same path."""
-    return sha256_hex(f"file:{file_key}")[:32]
-
-
-def chunk_id(doc_id: str, generation: int, index: int, content_hash: str) -> str:
-    """Deterministic chunk id from the file's identity and version, the chunk's position and content.
-
-    Each version (``generation``) of a file has ids of its own, so writing a new version never
-    overwrites rows of the one being replaced, and a late task of an old version cannot clobber
-    the new one.
-    """
-    return sha256_hex(f"{doc_id}:{generation}:{index}:{content_hash}")[:32]
 
 
 def iter_chunks(
@@ -219,11 +198,6 @@ def pack_paragraphs(
 
 def _is_boundary(unit: str) -> bool:
     return int(sha256_hex(unit)[:8], 16) % BOUNDARY_ONE_IN == 0
-
-
-def embedded_text(chunk: Chunk, doc_id: str = "") -> str:
-    """Exactly what the model is given for ``chunk``."""
-    return to_node(chunk, doc_id).get_content(metadata_mode=MetadataMode.EMBED)
 
 
 def _fit(

@@ -7,32 +7,33 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
+from more_itertools import chunked
 
-from config.messages import EMBED_TASK, Chunk, EmbedTask
-from config.settings import QUEUE, Settings
-from dropvec.errors import InputFileError, SkippedFile, UnreadableFile, is_outage
-from dropvec.state import LIVE, Replaced, StateStore, Status
-from producer.chunk import doc_id_for, iter_chunks, warm_up
-from producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
-from producer.read import is_supported, read_sections
-from producer.tokens import load_window
-from workers.app import send_removal
+from dropvec.config.errors import InputFileError, ServiceUnavailable, SkippedFile, UnreadableFile
+from dropvec.config.ids import doc_id_for
+from dropvec.config.messages import EMBED_TASK, EmbedTask
+from dropvec.config.polling import poll
+from dropvec.config.records import UNCHANGED, FileRecord, Outcome, Replaced, retired
+from dropvec.config.settings import Settings
+from dropvec.ledger.state import StateStore, Status
+from dropvec.producer.chunk import iter_chunks, warm_up
+from dropvec.producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
+from dropvec.producer.read import is_supported, read_sections
+from dropvec.producer.tokens import load_window
+from dropvec.workers.app import create_app, publishing, send_removal
 
 log = logging.getLogger(__name__)
-
-#: Reason given for a file skipped because its content and model are those already indexed.
-UNCHANGED = "unchanged since it was last ingested"
 
 
 @dataclass(frozen=True)
 class FileOutcome:
     path: str
-    status: str  # queued | skipped | failed | removed
+    status: Outcome
     reason: str = ""
     chunks: int = 0
 
@@ -69,6 +70,11 @@ class Producer:
         warm_up(self.window)
         #: Set (by a signal handler, say) to end a pass after the file being read.
         self.stop = stop or threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, stop: threading.Event | None = None) -> Producer:
+        """A producer with its own task queue and ledger clients."""
+        return cls(settings, create_app(settings), StateStore.from_settings(settings), stop)
 
     def ingest(
         self, paths: Iterable[Path], *, deleted: Iterable[Path] = (), force: bool = False
@@ -121,7 +127,9 @@ class Producer:
     def _counted(self, report: IngestReport) -> IngestReport:
         """Add a pass's outcomes to the running totals (a file skipped as unchanged is "unchanged")."""
         counts = Counter("unchanged" if o.reason == UNCHANGED else o.status for o in report.outcomes)
-        self.state.count({**{f"files:{k}": n for k, n in counts.items()}, "chunks:queued": report.chunks})
+        self.state.counters.count(
+            {**{f"files:{k}": n for k, n in counts.items()}, "chunks:queued": report.chunks}
+        )
         return report
 
     def base_of(self, path: Path) -> Path:
@@ -156,7 +164,7 @@ class Producer:
         if generation:
             self._send_removals(record.get("path", ""), [Replaced(doc_id, generation + 1)])
         log.info("removed %s", record.get("path"))
-        return FileOutcome(record.get("path", ""), "removed")
+        return FileOutcome(record.get("path", ""), Outcome.REMOVED)
 
     def ingest_file(
         self,
@@ -190,7 +198,7 @@ class Producer:
             before = signature(path)
             sha = self._hash(path, base)
             previous = self.state.get_file(doc_id)
-            if not force and _holds(previous, sha, self.settings.model_key):
+            if not force and FileRecord.of(previous).holds(sha, self.settings.model_key):
                 raise SkippedFile(path, UNCHANGED)
             if path in busy:  # (an unchanged file held open stays as it is, above)
                 raise SkippedFile(path, "open for writing by another process: still being written")
@@ -199,7 +207,7 @@ class Producer:
             generation = self.state.next_generation()
             if previous.get("generation"):  # older versions may be stored: remove them once this one is in
                 replaces.insert(0, Replaced(doc_id, generation))
-            batches = _batched(
+            batches = chunked(
                 iter_chunks(
                     sections,
                     doc_id=doc_id,
@@ -212,7 +220,7 @@ class Producer:
                 ),
                 self.settings.chunks_per_task,
             )
-            with self.app.producer_or_acquire() as publisher:
+            with publishing(self.app) as send:
                 for batch in batches:
                     _unchanged_since(path, before, base)
                     self._wait_for_room()
@@ -225,9 +233,7 @@ class Producer:
                         run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
                         task_index=tasks, chunks=batch,
                     )  # fmt: skip
-                    self.app.send_task(
-                        EMBED_TASK, args=[task.model_dump(mode="json")], queue=QUEUE, producer=publisher
-                    )
+                    send(EMBED_TASK, task.model_dump(mode="json"))
                     chunks += len(batch)
                     tasks += 1
             _unchanged_since(path, before, base)
@@ -238,9 +244,9 @@ class Producer:
             return self._ended_early(exc, run_id, doc_id, path, sha, generation, started, replaces)
         except Stopped:
             raise  # the file is left for the next pass
+        except ServiceUnavailable:
+            raise  # the pass is offered again once the service is back
         except Exception as exc:
-            if is_outage(exc):
-                raise  # the pass is offered again once the service is back
             # a fault of ours (or of a library) on this one file: it fails, the others go on
             log.debug("unexpected error on %s", path, exc_info=True)
             failure = UnreadableFile(path, f"unexpected error, see the log: {type(exc).__name__}: {exc}")
@@ -250,7 +256,7 @@ class Producer:
             self._send_removals(str(path), replaces)
         log.info("queued %s: %d chunks in %d tasks", path, chunks, tasks)
         moved = f"moved from {moved_from}" if moved_from else ""
-        return FileOutcome(str(path), "queued", reason=moved, chunks=chunks)
+        return FileOutcome(str(path), Outcome.QUEUED, reason=moved, chunks=chunks)
 
     def _ended_early(
         self,
@@ -279,11 +285,10 @@ class Producer:
             keep_file_state=unchanged or gone, listed=not unchanged,
         )  # fmt: skip
         if not unchanged and (previous or generation):
-            own = Replaced(doc_id, max(previous, generation) + 1)
-            replaces = [own, *(r for r in replaces if r.doc_id != doc_id)]
+            replaces = retired(doc_id, replaces, failed_at=max(previous, generation))
         self._send_removals(str(path), replaces)
         log.info("%s %s: %s", status, path, exc.reason)
-        return FileOutcome(str(path), status, exc.reason)
+        return FileOutcome(str(path), Outcome(status), exc.reason)
 
     def _bad_name(self, path: Path, run_id: str) -> FileOutcome:
         """A name that is not valid UTF-8 cannot be stored as text (in Redis or Milvus): skipped,
@@ -294,17 +299,17 @@ class Producer:
             run_id, "", path=shown, status="skipped", reason=reason, keep_file_state=True
         )  # fmt: skip
         log.info("skipped %s: %s", shown, reason)
-        return FileOutcome(shown, "skipped", reason)
+        return FileOutcome(shown, Outcome.SKIPPED, reason)
 
     def _wait_for_room(self) -> None:
         """Back-pressure: while the queue holds ``max_queue_depth`` tasks, wait for workers, or
         for ``stop`` (then raise Stopped: the file is left for the next pass)."""
-        if self.state.r.llen(QUEUE) < self.settings.max_queue_depth:  # type: ignore[operator]
+        if self.state.queue_depth() < self.settings.max_queue_depth:
             return
         log.info("queue full (%d tasks): waiting for workers", self.settings.max_queue_depth)
-        while self.state.r.llen(QUEUE) >= self.settings.max_queue_depth:  # type: ignore[operator]
-            if self.stop.wait(0.2):
-                raise Stopped
+        room = lambda: self.state.queue_depth() < self.settings.max_queue_depth  # noqa: E731
+        if not poll(room, interval=0.2, stop=self.stop):
+            raise Stopped
 
     def _hash(self, path: Path, base: Path) -> str:
         """The file's content hash, once it is known to be a regular file of a supported type,
@@ -331,7 +336,7 @@ class Producer:
         """A gone file with content ``sha`` (by this model) becomes this file's previous name:
         what it replaces, and the old path."""
         for doc_id, record in gone.items():
-            if _holds(record, sha, self.settings.model_key):
+            if FileRecord.of(record).holds(sha, self.settings.model_key):
                 del gone[doc_id]
                 self.state.forget_file(doc_id, record["path"])
                 return [Replaced(doc_id, int(record["generation"]) + 1)], record["path"]
@@ -380,28 +385,3 @@ def _unchanged_since(path: Path, before: Signature | None, base: Path) -> None:
         raise Vanished(path, "deleted while it was read")
     if now != before:
         raise SkippedFile(path, "changed while it was read: still being written?")
-
-
-def _holds(record: dict[str, str], sha: str, model: str) -> bool:
-    """Whether ``record`` says content ``sha``, embedded by ``model``, is (or is being) indexed.
-
-    A version whose tasks were not all sent (the producer died half-way through it) does not count.
-    """
-    return (
-        record.get("sha256") == sha
-        and record.get("model") == model
-        and record.get("status") in LIVE
-        and bool(record.get("generation"))
-        and (record.get("status") == "indexed" or record.get("task_count", "0") != "0")
-    )
-
-
-def _batched(chunks: Iterator[Chunk], size: int) -> Iterator[list[Chunk]]:
-    batch: list[Chunk] = []
-    for chunk in chunks:
-        batch.append(chunk)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from config.settings import DEFAULT_IGNORE
+from dropvec.config.settings import DEFAULT_IGNORE
 
 #: Whether open file modes can be read (psutil reports them on Linux only).
 WRITERS_VISIBLE = sys.platform.startswith("linux")

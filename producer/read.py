@@ -12,8 +12,8 @@ from pathlib import Path
 from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import Document
 
-from dropvec.errors import SkippedFile, UnreadableFile
-from producer.chunk import Section
+from dropvec.config.errors import SkippedFile, UnreadableFile
+from dropvec.producer.chunk import Section
 
 log = logging.getLogger(__name__)
 

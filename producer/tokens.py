@@ -14,7 +14,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from dropvec.errors import ConfigError
+from dropvec.config.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ SPACES = frozenset(" \t\n\r")
 WHITESPACE_FIRST = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
 
 
-def _splits_at_whitespace_first(tokenizer: Tokenizer) -> bool:
+def splits_at_whitespace_first(tokenizer: Tokenizer) -> bool:
     state = json.loads(tokenizer.to_str()).get("pre_tokenizer") or {}
     if state.get("type") == "Sequence":
         state = (state.get("pretokenizers") or [{}])[0]
@@ -145,7 +145,7 @@ def load_window(model: str) -> TokenWindow:
     tokenizer.no_padding()
     post = tokenizer.post_processor
     specials = post.num_special_tokens_to_add(False) if post is not None else 0
-    additive = _splits_at_whitespace_first(tokenizer)
+    additive = splits_at_whitespace_first(tokenizer)
     return TokenWindow(tokenizer=tokenizer, budget=int(max_len) - specials, additive=additive)
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from watchfiles import Change, watch
 
-from config.settings import DEFAULT_IGNORE
-from producer.files import Signature, expand, is_ignored, link_on_path, open_for_writing, signature
+from dropvec.config.settings import DEFAULT_IGNORE
+from dropvec.producer.files import Signature, expand, is_ignored, link_on_path, open_for_writing, signature
 
 log = logging.getLogger(__name__)
 

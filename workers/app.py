@@ -1,16 +1,26 @@
-"""The Celery app, configured from Settings. ``celery -A workers.app worker`` works too."""
+"""The task queue: the Celery app, configured from Settings, and the one way to queue a removal.
+
+``celery -A dropvec.workers.app worker`` works too: the module's ``app`` is made from the
+environment's settings when it is first asked for, not when the module is imported.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import worker_shutting_down
 from celery.utils.nodenames import default_nodename, host_format
+from kombu.exceptions import OperationalError
 
-from config.messages import REMOVE_TASK, RemoveTask
-from config.settings import QUEUE, Settings
+from dropvec.config.errors import RedisUnavailable, mapping, one_line
+from dropvec.config.messages import REMOVE_TASK, RemoveTask
+from dropvec.config.settings import QUEUE, Settings
 
 log = logging.getLogger(__name__)
 #: Pause before a Celery worker that stopped on an error is started again.
@@ -18,7 +28,7 @@ RESTART_SECONDS = 2
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("dropvec", broker=settings.redis_url, include=["workers.tasks"])
+    app = Celery("dropvec", broker=settings.redis_url, include=["dropvec.workers.tasks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -72,11 +82,34 @@ def run_worker(
         time.sleep(RESTART_SECONDS)
 
 
+#: What the broker's client raises when Redis cannot be reached.
+BROKER_ERRORS = (OperationalError, redis.RedisError, ConnectionError)
+_broker_errors = mapping(BROKER_ERRORS, RedisUnavailable, "the task queue")
+
+
+@contextmanager
+def publishing(app: Celery) -> Iterator[Callable[[str, dict[str, Any]], None]]:
+    """``send(task name, message)`` for as long as the block runs, over one broker connection."""
+    try:
+        with app.producer_or_acquire() as publisher:
+            yield _broker_errors(
+                lambda name, message: app.send_task(name, args=[message], queue=QUEUE, producer=publisher)
+            )
+    except BROKER_ERRORS as exc:  # (opening or closing the connection)
+        raise RedisUnavailable(f"the task queue: {one_line(exc)}") from exc
+
+
+@_broker_errors
 def send_removal(app: Celery, task: RemoveTask) -> None:
     """Queue the removal of a file's old chunks (from the producer, or a task that failed)."""
     app.send_task(REMOVE_TASK, args=[task.model_dump(mode="json")], queue=QUEUE)
 
 
-_settings = Settings()
-_settings.prepare_environment()
-app = create_app(_settings)
+def __getattr__(name: str) -> Celery:
+    """``app``: the app of the environment's settings, made on first use (for Celery's ``-A``)."""
+    if name != "app":
+        raise AttributeError(name)
+    settings = Settings()
+    settings.prepare_environment()
+    globals()["app"] = made = create_app(settings)
+    return made

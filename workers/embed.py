@@ -23,8 +23,8 @@ from typing import Any
 
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-from config.settings import Settings
-from dropvec.errors import ConfigError
+from dropvec.config.errors import ConfigError
+from dropvec.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

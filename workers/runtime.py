@@ -5,54 +5,92 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from llama_index.core.schema import MetadataMode
+from llama_index.core.schema import BaseNode
 
-from config.messages import EmbedTask, RemoveTask, embed_hash, to_node
-from config.settings import Settings
-from dropvec.metrics import WorkerMetrics
-from dropvec.state import FILE_INDEXED, StateStore
-from workers.embed import embedding_dim, load_embedder
-from workers.loop import LoopThread
-from workers.store import ChunkWriter, ensure_collection, iter_embed_hashes, open_store
+from dropvec.config.errors import MilvusUnavailable, mapping
+from dropvec.config.messages import EmbedTask, RemoveTask, embed_hash, embedded_text, to_node
+from dropvec.config.records import TaskCount, retired
+from dropvec.config.settings import Settings
+from dropvec.ledger.metrics import WorkerMetrics
+from dropvec.ledger.state import StateStore
+from dropvec.workers.embed import embedding_dim, load_embedder
+from dropvec.workers.loop import LoopThread
+from dropvec.workers.store import ChunkWriter, ensure_collection, iter_embed_hashes, open_store
 
 log = logging.getLogger(__name__)
 
 #: A write that takes longer than this is treated as a store outage (and retried by Celery).
 WRITE_TIMEOUT_SECONDS = 300
+#: A store call that did not end within WRITE_TIMEOUT_SECONDS is Milvus failing.
+_late_writes = mapping(
+    (TimeoutError,), MilvusUnavailable, f"Milvus (no answer within {WRITE_TIMEOUT_SECONDS} s)"
+)
+
+
+class Embedder(Protocol):
+    def get_text_embedding_batch(self, texts: list[str]) -> list[list[float]]: ...
+
+
+class Writer(Protocol):
+    """What the runtime needs of the store (``ChunkWriter`` on Milvus; a fake in unit tests)."""
+
+    on_write: Callable[[float], None] | None
+
+    async def stored_vectors(self, embed_hashes: Sequence[str]) -> dict[str, list[float]]: ...
+    async def write(self, nodes: Sequence[BaseNode]) -> int: ...
+    async def delete_ids(self, ids: Sequence[str]) -> None: ...
+    async def remove(self, doc_id: str, below_generation: int) -> int: ...
 
 
 class WorkerRuntime:
-    """Loads the model once, opens the store on the process's event loop, runs tasks."""
+    """What one worker process holds: the model, the ledger, the store's writer on the process's
+    event loop; and the processing of a task. ``start`` makes the real one."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.embedder = load_embedder(settings)
-        self.dim = embedding_dim(self.embedder)
-        self.state = StateStore.from_settings(settings)
-        if ensure_collection(settings, self.dim):
-            self.state.forget_stored(settings.collection)
-        else:
-            fill_stored(settings, self.state)
-        self.loop = LoopThread()
-        self.writer = self.loop.run(self._open_writer(), timeout=120)
+    def __init__(
+        self, settings: Settings, *, embedder: Embedder, state: StateStore, writer: Writer, loop: LoopThread
+    ) -> None:
+        self.settings, self.embedder, self.state, self.writer, self.loop = (
+            settings,
+            embedder,
+            state,
+            writer,
+            loop,
+        )
         self.metrics = WorkerMetrics()
         #: Seconds of all write batches so far (added to on the loop's thread).
         self.write_seconds = 0.0
         self.writer.on_write = self._on_write
 
+    @classmethod
+    def start(cls, settings: Settings) -> WorkerRuntime:
+        """Load the model once, make sure the collection fits it, open the store on a new loop."""
+        embedder = load_embedder(settings)
+        state = StateStore.from_settings(settings)
+        if ensure_collection(settings, embedding_dim(embedder)):
+            state.hashes.forget(settings.collection)
+        else:
+            fill_stored(settings, state)
+        loop = LoopThread()
+
+        async def open_writer() -> ChunkWriter:
+            return ChunkWriter(open_store(settings, None, use_async=True), settings)
+
+        writer = loop.run(open_writer(), timeout=120)
+        return cls(settings, embedder=embedder, state=state, writer=writer, loop=loop)
+
     def _on_write(self, seconds: float) -> None:
         self.metrics.write_seconds.observe(seconds)
         self.write_seconds += seconds
 
-    async def _open_writer(self) -> ChunkWriter:
-        return ChunkWriter(open_store(self.settings, None, use_async=True), self.settings)
-
+    @_late_writes
     def process(self, task: EmbedTask) -> int:
         """Write the task's chunks, embedding only those whose vector is not stored already.
 
         Vectors are reused by embed hash (model and exact text), from any file; Milvus is asked
-        only for hashes that Redis has seen written (``StateStore.may_be_stored``). What must be
+        only for hashes that Redis has seen written (``StoredHashes.may_be_stored``). What must be
         embedded is embedded batch by batch, each batch written while the next one embeds. When
         this task completes its file's version, the versions it replaces are removed.
         """
@@ -61,13 +99,13 @@ class WorkerRuntime:
             log.info("dropped task %d of %s: the file changed or is gone", task.task_index, task.file_path)
             self.metrics.tasks.labels("dropped").inc()
             return 0
-        texts = [to_node(c, doc_id).get_content(metadata_mode=MetadataMode.EMBED) for c in task.chunks]
+        texts = [embedded_text(c, doc_id) for c in task.chunks]
         hashes = [embed_hash(self.settings.model_key, text) for text in texts]
         nodes = [
             to_node(c, doc_id, generation=generation, embed_hash=h)
             for c, h in zip(task.chunks, hashes, strict=True)
         ]
-        known = self.state.may_be_stored(self.settings.collection, sorted(set(hashes)))
+        known = self.state.hashes.may_be_stored(self.settings.collection, sorted(set(hashes)))
         vectors = self.loop.run(self.writer.stored_vectors(known), WRITE_TIMEOUT_SECONDS) if known else {}
         todo = {h: text for h, text in zip(hashes, texts, strict=True) if h not in vectors}
         pending = []
@@ -91,7 +129,7 @@ class WorkerRuntime:
             vectors.update(zip(batch, embedded, strict=True))
             write(set(batch))
         written = sum(f.result(WRITE_TIMEOUT_SECONDS) for f in pending)
-        self.state.add_stored(self.settings.collection, todo)
+        self.state.hashes.add(self.settings.collection, todo)
         work: dict[str, float] = {
             "embed_seconds": embed_seconds,
             "write_seconds": self.write_seconds - write_seconds_before,
@@ -99,7 +137,7 @@ class WorkerRuntime:
         if not self.state.is_current(doc_id, generation):
             # replaced or deleted while this task wrote: its rows must not outlive that
             self.loop.run(self.writer.delete_ids([n.node_id for n in nodes]), WRITE_TIMEOUT_SECONDS)
-            self.state.count(work)
+            self.state.counters.count(work)
             self.metrics.tasks.labels("dropped").inc()
             return 0
         outcome = self.state.task_done(
@@ -108,12 +146,14 @@ class WorkerRuntime:
         )  # fmt: skip
         if outcome:  # counted once, however often the task was delivered
             work.update({"chunks:embedded": len(todo), "chunks:reused": written - len(todo)})
-        self.state.count(work)
+        self.state.counters.count(work)
         self.metrics.tasks.labels("done").inc()
         self.metrics.chunks.labels("embedded").inc(len(todo))
         self.metrics.chunks.labels("reused").inc(written - len(todo))
-        repeat_of_indexed = outcome == 0 and self.state.get_file(doc_id).get("status") == "indexed"
-        if outcome == FILE_INDEXED or repeat_of_indexed:
+        repeat_of_indexed = (
+            outcome == TaskCount.NOT_COUNTED and self.state.get_file(doc_id).get("status") == "indexed"
+        )
+        if outcome == TaskCount.FILE_INDEXED or repeat_of_indexed:
             # (a repeat retires again: the first try may have failed half-way)
             self.retire(doc_id)
         return written
@@ -121,9 +161,10 @@ class WorkerRuntime:
     def retire(self, doc_id: str) -> None:
         """The file's current version is indexed: remove what it replaces (its own older
         versions, if it had any, and the file it was moved from)."""
-        for target in self.state.replaced_by(doc_id):
+        for target in retired(doc_id, self.state.replaced_by(doc_id)):
             self.remove(target.task())
 
+    @_late_writes
     def remove(self, task: RemoveTask) -> int:
         removed = self.loop.run(self.writer.remove(task.doc_id, task.below_generation), WRITE_TIMEOUT_SECONDS)
         if removed:
@@ -138,15 +179,15 @@ def fill_stored(settings: Settings, state: StateStore) -> int:
     """If Redis has no set of the hashes written to the collection (an older dropvec made it, or
     Redis lost it) and no other worker is making it: record every hash the collection holds.
     How many rows were read."""
-    if not state.claim_stored_fill(settings.collection):
+    if not state.hashes.claim_fill(settings.collection):
         return 0
     rows = 0
     try:
         for hashes in iter_embed_hashes(settings):
-            state.add_stored(settings.collection, hashes)
+            state.hashes.add(settings.collection, hashes)
             rows += len(hashes)
     finally:
-        state.end_stored_fill(settings.collection)
+        state.hashes.end_fill(settings.collection)
     log.info("listed the %d stored vectors of %r for reuse", rows, settings.collection)
     return rows
 
@@ -160,5 +201,5 @@ def get_runtime(settings: Settings | None = None) -> WorkerRuntime:
     global _runtime
     with _lock:
         if _runtime is None:
-            _runtime = WorkerRuntime(settings or Settings())
+            _runtime = WorkerRuntime.start(settings or Settings())
         return _runtime

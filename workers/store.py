@@ -12,21 +12,31 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llama_index.core.schema import BaseNode
-from llama_index.vector_stores.milvus import MilvusVectorStore
+import grpc
 from pymilvus import DataType, MilvusClient
 from pymilvus.client import entity_helper
 from pymilvus.client.types import LoadState
 from pymilvus.exceptions import MilvusException
 
-from config.settings import Settings
-from dropvec.errors import ConfigError
+from dropvec.config.errors import ConfigError, MilvusUnavailable, mapped_methods, mapping
+from dropvec.config.polling import poll
+from dropvec.config.settings import Settings
+
+if TYPE_CHECKING:  # (llama-index takes a second to import: only the write and read paths pay it)
+    from llama_index.core.schema import BaseNode
+    from llama_index.vector_stores.milvus import MilvusVectorStore
 
 log = logging.getLogger(__name__)
+
+#: What pymilvus (and the gRPC under it) raises when Milvus cannot be reached or fails.
+MILVUS_ERRORS: tuple[type[BaseException], ...] = (MilvusException, grpc.RpcError, ConnectionError)
+#: The adapter's boundary: these leave every function of this module as MilvusUnavailable.
+milvus_errors = mapping(MILVUS_ERRORS, MilvusUnavailable, "Milvus")
 
 # pymilvus "checks" each string of a row-based write character by character (it is handed one string
 # where it expects a list of them), so the length check never fires, yet it took half the CPU of a
@@ -42,6 +52,8 @@ def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> Milvu
     client binds to it. An existing collection whose vector dimension differs from ``dim`` is
     refused: a different model needs a different collection.
     """
+    from llama_index.vector_stores.milvus import MilvusVectorStore
+
     if dim is not None:
         ensure_collection(settings, dim)
     return MilvusVectorStore(
@@ -61,6 +73,28 @@ def milvus_client(settings: Settings) -> MilvusClient:
     return MilvusClient(**settings.milvus_connection)
 
 
+_readers: dict[tuple[str, str], tuple[MilvusClient, MilvusVectorStore]] = {}
+_readers_lock = threading.Lock()
+
+
+@milvus_errors
+def read_store(settings: Settings) -> MilvusVectorStore:
+    """The store searches go through: one per process and collection (its synchronous client
+    kept for the process's life, not one per request), the collection loaded. ConfigError if
+    nothing was indexed yet."""
+    key = (settings.milvus_uri, settings.collection)
+    with _readers_lock:
+        if key not in _readers:
+            client = milvus_client(settings)
+            if not client.has_collection(settings.collection):
+                client.close()
+                raise ConfigError(f"nothing indexed yet: collection {settings.collection!r} does not exist")
+            _readers[key] = (client, open_store(settings, None, use_async=False))
+        client, store = _readers[key]
+    ensure_loaded(client, settings.collection)  # (a restarted Milvus loads it again lazily)
+    return store
+
+
 #: Field names, as llama-index's MilvusVectorStore writes them, and dropvec's own.
 ID, DOC_ID, TEXT, EMBEDDING = "id", "doc_id", "text", "embedding"
 EMBED_HASH, GENERATION = "embed_hash", "generation"
@@ -72,6 +106,7 @@ LOOKUP_ROUNDS = 3
 QUERY_LIMIT = 16_384
 
 
+@milvus_errors
 def ensure_collection(settings: Settings, dim: int) -> bool:
     """Create the collection if missing (True if this call did); refuse one whose vectors or
     fields do not fit."""
@@ -108,11 +143,9 @@ def ensure_collection(settings: Settings, dim: int) -> bool:
 
 
 def _wait_until_loaded(client: MilvusClient, collection: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get_load_state(collection).get("state") != LoadState.Loaded:
-        if time.monotonic() > deadline:
-            raise ConfigError(f"collection {collection!r} exists but was not loaded within {timeout:.0f} s")
-        time.sleep(0.2)
+    loaded = lambda: client.get_load_state(collection).get("state") == LoadState.Loaded  # noqa: E731
+    if not poll(loaded, timeout=timeout, interval=0.2):
+        raise ConfigError(f"collection {collection!r} exists but was not loaded within {timeout:.0f} s")
 
 
 def _index_scalar(client: MilvusClient, collection: str, field: str) -> None:
@@ -144,12 +177,14 @@ def _check_collection(settings: Settings, fields: list[dict], dim: int) -> None:
             )
 
 
+@milvus_errors
 def ensure_loaded(client: MilvusClient, collection: str) -> None:
     """Load the collection for search if it is not (a restarted Milvus reloads it lazily)."""
     if client.get_load_state(collection).get("state") != LoadState.Loaded:
         client.load_collection(collection)
 
 
+@milvus_errors
 def count_entities(settings: Settings) -> int:
     """Exact number of chunks stored (strong consistency); 0 when the collection does not exist."""
     client = milvus_client(settings)
@@ -165,6 +200,7 @@ def count_entities(settings: Settings) -> int:
         client.close()
 
 
+@milvus_errors
 def iter_embed_hashes(settings: Settings, batch: int = 10_000) -> Iterator[list[str]]:
     """Every stored chunk's embed hash, a batch at a time."""
     client = milvus_client(settings)
@@ -180,6 +216,7 @@ def iter_embed_hashes(settings: Settings, batch: int = 10_000) -> Iterator[list[
         client.close()
 
 
+@mapped_methods(milvus_errors)
 class ChunkWriter:
     """Concurrent ``async_add`` batches, at most ``write_concurrency`` in flight per process;
     vector look-ups by embed hash; removal of a file's old versions."""

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import Settings
-from dropvec.cli import _live_workers
+from dropvec.config.settings import Settings
 from dropvec.stack import Service, free_port, start_milvus, start_redis, start_workers
+from dropvec.status import live_workers
 
 WORKERS = 2
 
@@ -82,7 +82,7 @@ def running_stack(settings: Settings, root: Path, workers: int) -> Iterator[Stac
             assert service is not None, "a server already answers on a port that was just free"
             services.append(service)
         services += start_workers(settings, workers, root / "logs")
-        wait_for(lambda: len(_live_workers(settings)) == workers, 180, f"{workers} workers to come up")
+        wait_for(lambda: len(live_workers(settings)) == workers, 180, f"{workers} workers to come up")
         yield Stack(settings, root, services)
     finally:
         for service in reversed(services):

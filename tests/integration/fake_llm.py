@@ -2,7 +2,9 @@
 with the same text (streamed as server-sent events when asked to), and records what it was sent.
 
 ``hold()`` makes streamed answers stop after their first pieces until ``release()``: a test can
-then see the first words arrive before the answer is complete."""
+then see the first words arrive before the answer is complete. A hold that nobody released ends by
+itself after ``HOLD_SECONDS`` and is counted in ``expired``: a client that buffered the whole
+answer would only ever see it that way, and the test must say so."""
 
 from __future__ import annotations
 
@@ -17,12 +19,16 @@ ANSWER = "Before college the author wrote short stories and programmed an IBM 14
 PIECES = [word + " " for word in ANSWER.split(" ")[:-1]] + [ANSWER.split(" ")[-1]]
 #: Pieces sent before a held answer waits.
 FIRST = 2
+#: Longest a held answer waits for ``release()``.
+HOLD_SECONDS = 60
 
 
 class FakeLLM:
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[dict[str, Any]] = []
+        #: Holds that ended by themselves, not by ``release()``.
+        self.expired = 0
         self._gate = threading.Event()
         self._gate.set()
         fake = self
@@ -59,8 +65,8 @@ class FakeLLM:
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
                 for i, piece in enumerate(PIECES):
-                    if i == FIRST:
-                        fake._gate.wait(60)
+                    if i == FIRST and not fake._gate.wait(HOLD_SECONDS):
+                        fake.expired += 1
                     self._event(body, {"role": "assistant", "content": piece}, None)
                 self._event(body, {}, "stop")
                 self.wfile.write(b"data: [DONE]\n\n")

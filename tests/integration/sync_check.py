@@ -12,14 +12,15 @@ from pathlib import Path
 
 from pymilvus import MilvusClient
 
-from dropvec.errors import InputFileError
-from dropvec.state import StateStore
-from producer.chunk import doc_id_for, iter_chunks
-from producer.files import expand
-from producer.read import read_sections
-from producer.tokens import load_window
+from dropvec.config.errors import InputFileError
+from dropvec.config.ids import doc_id_for
+from dropvec.ledger.state import StateStore
+from dropvec.producer.chunk import iter_chunks
+from dropvec.producer.files import expand
+from dropvec.producer.read import read_sections
+from dropvec.producer.tokens import load_window
+from dropvec.workers.store import ensure_loaded
 from tests.integration.conftest import Stack, wait_for
-from workers.store import ensure_loaded
 
 
 def expected(stack: Stack, folder: Path) -> Counter[tuple[str, int, str]]:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import Settings
+from dropvec.config.settings import Settings
 from dropvec.stack import free_port
 from tests.integration.conftest import Stack, wait_for
 from tests.integration.fake_llm import ANSWER, PIECES, FakeLLM
@@ -95,6 +95,7 @@ def test_ask_streams_the_answer_from_the_retrieved_passages_and_lists_them(
     rest, stderr = proc.communicate(timeout=120)
     output = seen + rest
     assert proc.returncode == 0, stderr
+    assert not llm.expired, "the first words came only once the LLM's hold ran out: the answer was buffered"
     assert ANSWER in output
     # and the prompt held every retrieved passage, and the sources listed are those passages
     prompt = llm.prompt()
@@ -172,8 +173,13 @@ def api(stack: Stack, llm: FakeLLM, indexed: Path) -> Iterator[Server]:
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
-def test_api_search_status_and_metrics_need_the_token(api: Server, stack: Stack) -> None:
+def test_api_search_ask_status_and_metrics_need_the_token(api: Server, stack: Stack) -> None:
     assert httpx.get(f"{api.url}/health").json() == {"status": "ok"}
+    # the schema and its page describe the API and hold no data: open, as the docs say
+    assert httpx.get(f"{api.url}/openapi.json").status_code == 200
+    assert httpx.get(f"{api.url}/docs").status_code == 200
+    asked = httpx.post(f"{api.url}/ask", json={"question": QUESTION, "k": K}, timeout=60)
+    assert asked.status_code == 401 and "bearer token" in asked.json()["detail"]
     body = {"query": QUESTION, "k": K}
     assert httpx.post(f"{api.url}/search", json=body).status_code == 401
     wrong = httpx.post(f"{api.url}/search", json=body, headers={"Authorization": "Bearer nope"})
@@ -205,6 +211,7 @@ def test_api_ask_streams_json_lines_with_the_sources_first(api: Server, llm: Fak
     assert places(lines[0]["sources"]) == places(hits)
     assert "".join(item.get("text", "") for item in lines) == ANSWER
     assert lines[-1] == {"done": True}
+    assert not llm.expired, "the first pieces came only once the LLM's hold ran out: the answer was buffered"
     assert all(h["text"] in llm.prompt() for h in hits)
 
 

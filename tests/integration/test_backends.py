@@ -9,7 +9,7 @@ import pytest
 
 from bench.core import SEED
 from bench.quality import run
-from config.settings import Settings
+from dropvec.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +36,8 @@ def test_default_backend_on_a_cpu() -> None:
 def test_a_model_that_cannot_be_exported_falls_back_to_torch_only_under_auto(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import workers.embed as embed
-    from dropvec.errors import ConfigError
+    import dropvec.workers.embed as embed
+    from dropvec.config.errors import ConfigError
 
     def cannot_export(source: str, recipe: str, folder: Path) -> None:
         raise ConfigError(f"cannot export embedding model {source!r} to ONNX: unsupported")

@@ -5,6 +5,7 @@ and no file is left in progress. Recovery times are printed (``pytest -s``)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,15 +14,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from config.settings import QUEUE
-from dropvec.cli import _live_workers
+from dropvec.config.ids import doc_id_for
+from dropvec.config.settings import QUEUE
+from dropvec.ledger.state import StateStore
 from dropvec.stack import Service, start_milvus, start_redis, start_workers
-from dropvec.state import StateStore
-from producer.chunk import doc_id_for
+from dropvec.status import live_workers
 from tests.corpus import SEED
 from tests.integration.conftest import Stack, local_settings, running_stack, wait_for
 from tests.integration.sync_check import Watcher, unique_text, wait_settled
@@ -68,20 +70,46 @@ def report(what: str, seconds: float) -> None:
     print(f"\nrecovered from {what} in {seconds:.1f} s")
 
 
+def held_task(log: Path, at_least: float) -> str | None:
+    """The id of an embed task the worker logging to ``log`` has been running for ``at_least``
+    seconds (a long one: it will not end before a signal sent now arrives), or None."""
+    text = log.read_text(errors="replace")
+    done = set(re.findall(r"Task dropvec\.embed_chunks\[([\w-]+)\] succeeded", text))
+    for when, task_id in re.findall(
+        r"^(\S+ \S+) INFO \S+ Task dropvec\.embed_chunks\[([\w-]+)\] received", text, re.M
+    ):
+        since = datetime.now() - datetime.strptime(when, "%Y-%m-%d %H:%M:%S,%f")
+        if task_id not in done and since.total_seconds() >= at_least:
+            return task_id
+    return None
+
+
 def test_a_worker_killed_mid_task_loses_nothing(own: Stack) -> None:
-    # Given an ingest under way
+    # Given an ingest under way, with files whose tasks take a second or more to embed
     folder = corpus(own, "killed-worker")
+    for i in range(4):
+        (folder / f"long-{i}.md").write_text(unique_text(400))
     assert own.dropvec("ingest", str(folder)).returncode == 0
-    wait_for(lambda: started(own, folder), 120, "the first task to finish", 0.05)
-    # When a worker is killed with SIGKILL in the middle of its task
+    # When a worker is killed with SIGKILL in the middle of a task it holds
     victim = service(own, "worker-0")
+    held = wait_for(lambda: held_task(victim.log_path, 0.1), 120, "worker-0 to hold a long task", 0.02)
     victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    assert f"[{held}] succeeded" not in victim.log_path.read_text(errors="replace"), (
+        "it ended before the kill"
+    )
     t0 = time.monotonic()
     # Then its task comes back after the lease, and everything is stored exactly once
     wait_settled(own, folder)
     report("a worker killed with SIGKILL", time.monotonic() - t0)
+    # and the task it held was run again by the other worker, and every task was counted once
+    assert f"[{held}] succeeded" in (own.root / "logs" / "worker-1.log").read_text(errors="replace")
+    state = StateStore.from_url(own.settings.redis_url)
+    for path in state.paths_under(str(folder)):
+        record = state.get_file(doc_id_for(path))
+        assert record["status"] == "indexed" and record["chunks_done"] == record["chunks_total"], record
     replace(own, victim, start_workers(own.settings, 1, own.root / "logs", first=2)[0])
-    wait_for(lambda: len(_live_workers(own.settings)) == 2, 180, "the replacement worker")
+    wait_for(lambda: len(live_workers(own.settings)) == 2, 180, "the replacement worker")
 
 
 def stop_mid_ingest(own: Stack, name: str, down: float, start: Callable[..., Service | None]) -> None:

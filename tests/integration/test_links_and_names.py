@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from pymilvus import MilvusClient
 
+from dropvec.config.ids import doc_id_for
+from dropvec.ledger.state import StateStore
 from dropvec.stack import free_port
-from dropvec.state import StateStore
-from producer.chunk import doc_id_for
 from tests.integration.conftest import Stack, wait_for
 from tests.integration.test_up import start_up, stop_up
 
@@ -176,7 +176,7 @@ def test_a_producer_waiting_on_a_full_queue_stops_on_the_first_signal(
 ) -> None:
     import signal
 
-    from config.settings import Settings
+    from dropvec.config.settings import Settings
     from dropvec.stack import start_redis
 
     # Given a Redis with no worker at all, and a queue that holds one task at most

@@ -17,9 +17,9 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 from pymilvus import MilvusClient
 
-from config.messages import EMBED_TASK
-from config.settings import QUEUE, Settings
-from dropvec.stack import _is_free, free_port
+from dropvec.config.messages import EMBED_TASK
+from dropvec.config.settings import QUEUE, Settings
+from dropvec.stack import free_port, is_free
 from tests.corpus import SEED
 from tests.integration.conftest import Stack, local_settings, running_stack, wait_for
 from tests.integration.sync_check import Watcher, unique_text, wait_settled
@@ -47,7 +47,7 @@ def metrics_port(settings: Settings) -> int:
     taken = {settings.redis_host_port[1], (settings.milvus_host_port or ("", 0))[1]}
     while True:
         port = free_port()
-        if port < 65535 and {port, port + 1}.isdisjoint(taken) and _is_free(port + 1):
+        if port < 65535 and {port, port + 1}.isdisjoint(taken) and is_free(port + 1):
             return port
 
 

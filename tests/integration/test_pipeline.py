@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from pymilvus import MilvusClient
 
-from dropvec.state import StateStore
-from producer.chunk import doc_id_for, iter_chunks
-from producer.read import read_sections
-from producer.tokens import load_window
+from dropvec.config.ids import doc_id_for
+from dropvec.ledger.state import StateStore
+from dropvec.producer.chunk import iter_chunks
+from dropvec.producer.read import read_sections
+from dropvec.producer.tokens import load_window
 from tests.corpus import SEED
 from tests.integration.conftest import Stack
 

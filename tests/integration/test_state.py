@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from dropvec.state import FILE_INDEXED, StateStore
+from dropvec.ledger.state import FILE_INDEXED, StateStore
+from dropvec.workers.runtime import fill_stored
+from dropvec.workers.store import milvus_client
 from tests.integration.conftest import Stack
-from workers.runtime import fill_stored
-from workers.store import milvus_client
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def test_a_task_delivered_twice_is_counted_once(state: StateStore) -> None:
 
 
 def indexed_total(state: StateStore) -> float:
-    return state.counters().get("files:indexed", 0)
+    return state.counters.totals().get("files:indexed", 0)
 
 
 def test_a_file_is_indexed_when_all_tasks_are_done_after_the_last_is_sent(state: StateStore) -> None:
@@ -108,12 +108,12 @@ def test_a_failed_task_fails_its_file_once_with_the_reason(state: StateStore) ->
 def test_only_hashes_written_are_looked_up_in_milvus(state: StateStore) -> None:
     collection = f"c{uuid.uuid4().hex}"
     written, other = uuid.uuid4().hex, uuid.uuid4().hex
-    assert state.may_be_stored(collection, [written, other]) == []
-    state.add_stored(collection, [written])
-    assert state.may_be_stored(collection, [other, written]) == [written]
-    assert state.may_be_stored(f"{collection}-else", [written]) == []
-    state.forget_stored(collection)
-    assert state.may_be_stored(collection, [written]) == []
+    assert state.hashes.may_be_stored(collection, [written, other]) == []
+    state.hashes.add(collection, [written])
+    assert state.hashes.may_be_stored(collection, [other, written]) == [written]
+    assert state.hashes.may_be_stored(f"{collection}-else", [written]) == []
+    state.hashes.forget(collection)
+    assert state.hashes.may_be_stored(collection, [written]) == []
 
 
 def test_a_collection_without_its_set_of_written_hashes_gets_it_back(stack: Stack, state: StateStore) -> None:
@@ -129,9 +129,9 @@ def test_a_collection_without_its_set_of_written_hashes_gets_it_back(stack: Stac
     )  # fmt: skip
     client.close()
     collection = stack.settings.collection
-    state.forget_stored(collection)
+    state.hashes.forget(collection)
     # When a worker starts
     assert fill_stored(stack.settings, state) >= 1
     # Then the file's vector can be found for reuse again
-    assert state.may_be_stored(collection, [row["embed_hash"]]) == [row["embed_hash"]]
+    assert state.hashes.may_be_stored(collection, [row["embed_hash"]]) == [row["embed_hash"]]
     assert fill_stored(stack.settings, state) == 0  # (once is enough)

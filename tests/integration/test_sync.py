@@ -18,7 +18,7 @@ import pytest
 
 from tests.corpus import SEED
 from tests.integration.conftest import Stack, wait_for
-from tests.integration.sync_check import Watcher, record, stored, unique_text, wait_in_sync
+from tests.integration.sync_check import Watcher, record, stored, unique_text, wait_in_sync, wait_settled
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +190,19 @@ def test_status_json_shows_per_file_state_with_files(stack: Stack, here: Path) -
     assert info["files"]["failed"] >= 1 and info["files"]["indexed"] >= 1
     assert any(f["path"] == str(here / "bad.pdf") for f in info["latest_failures"])
     assert {"embedded", "reused"} <= set(info["chunks_per_second"])
+
+
+def test_a_burst_of_hundreds_of_files_with_a_rename_and_a_delete_among_them_ends_in_sync(
+    stack: Stack, here: Path, watcher: Watcher
+) -> None:
+    # When 300 files arrive at once, and one is renamed and another deleted before they settle
+    for i in range(300):
+        (here / f"note-{i}.md").write_text(unique_text(1))
+    (here / "note-0.md").rename(here / "renamed.md")
+    (here / "note-1.md").unlink()
+    # Then the folder ends exactly in the index, each file once, none left in progress
+    wait_settled(stack, here, timeout=600)
+    stored_paths = {Path(p).name for p, _, _ in stored(stack, here)}
+    assert len(stored_paths) == 299 and "renamed.md" in stored_paths and "note-1.md" not in stored_paths
+    # and the watcher is still alive
+    assert watcher.proc is not None and watcher.proc.poll() is None

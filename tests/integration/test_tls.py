@@ -17,9 +17,9 @@ import pytest
 import redis
 import trustme
 
-from config.settings import Settings
-from dropvec.cli import _live_workers
+from dropvec.config.settings import Settings
 from dropvec.stack import free_port, start_workers
+from dropvec.status import live_workers
 from tests.integration.conftest import Stack, wait_for
 from tests.integration.sync_check import unique_text
 
@@ -100,7 +100,7 @@ def tls(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     )
     workers = start_workers(settings, 1, stack.root / "logs", first=50)
     try:
-        wait_for(lambda: _live_workers(settings), 180, "a worker over TLS")
+        wait_for(lambda: live_workers(settings), 180, "a worker over TLS")
         yield settings, relays
     finally:
         for worker in workers:

@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dropvec.config.ids import doc_id_for
+from dropvec.ledger.state import StateStore
 from dropvec.stack import free_port
-from dropvec.state import StateStore
-from producer.chunk import doc_id_for
 from tests.corpus import SEED
 from tests.integration.conftest import wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from config.settings import QUEUE
+from dropvec.config.settings import QUEUE
 from dropvec.stack import start_redis
 from tests.integration.conftest import local_settings, wait_for
 
@@ -24,8 +24,8 @@ WORKER = """
 import sys
 from celery import Celery
 from celery.worker.consumer import consumer
-from config.settings import QUEUE
-from workers.app import run_worker
+from dropvec.config.settings import QUEUE
+from dropvec.workers.app import run_worker
 
 app = Celery("restart-test", broker=sys.argv[1])
 app.conf.update(task_default_queue=QUEUE, worker_hijack_root_logger=False)

@@ -9,11 +9,12 @@ import random
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from config.messages import MAX_CHUNK_CHARS, Chunk
-from config.settings import Settings
-from producer.chunk import Section, chunk_id, doc_id_for, embedded_text, iter_chunks
-from producer.read import read_sections
-from producer.tokens import TokenWindow, _splits_at_whitespace_first, load_window
+from dropvec.config.ids import chunk_id, doc_id_for
+from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text
+from dropvec.config.settings import Settings
+from dropvec.producer.chunk import Section, iter_chunks
+from dropvec.producer.read import read_sections
+from dropvec.producer.tokens import TokenWindow, load_window, splits_at_whitespace_first
 from tests.corpus import SEED
 
 ESSAY = SEED / "paul_graham_essay.txt"
@@ -191,7 +192,7 @@ def test_counting_parts_from_one_tokenization_leaves_every_chunk_as_it_was(windo
 
 def test_only_tokenizers_that_split_at_whitespace_first_count_parts_as_additive() -> None:
     tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
-    assert not _splits_at_whitespace_first(tokenizer)
+    assert not splits_at_whitespace_first(tokenizer)
     for pre, additive in [
         (pre_tokenizers.BertPreTokenizer(), True),
         (pre_tokenizers.WhitespaceSplit(), True),
@@ -201,4 +202,4 @@ def test_only_tokenizers_that_split_at_whitespace_first_count_parts_as_additive(
         (pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.WhitespaceSplit()]), False),
     ]:
         tokenizer.pre_tokenizer = pre
-        assert _splits_at_whitespace_first(tokenizer) is additive, pre
+        assert splits_at_whitespace_first(tokenizer) is additive, pre

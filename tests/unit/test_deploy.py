@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config.settings import Settings
+from dropvec.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -8,7 +8,7 @@ import pytest
 from llama_index.core.schema import MetadataMode
 from pydantic import ValidationError
 
-from config.messages import (
+from dropvec.config.messages import (
     MAX_CHUNK_CHARS,
     MAX_CHUNKS_PER_TASK,
     MAX_METADATA_ITEMS,

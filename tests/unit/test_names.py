@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from config.messages import embed_hash
-from config.settings import Settings
-from producer.files import expand, is_ignored
+from dropvec.config.messages import embed_hash
+from dropvec.config.settings import Settings
+from dropvec.producer.files import expand, is_ignored
 
 
 @pytest.mark.parametrize(

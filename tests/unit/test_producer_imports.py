@@ -10,9 +10,9 @@ import sys
 def test_producer_measures_the_window_without_torch_or_transformers() -> None:
     code = (
         "import sys\n"
-        "from config.settings import Settings\n"
-        "from producer.enqueue import Producer\n"
-        "from producer.tokens import load_window\n"
+        "from dropvec.config.settings import Settings\n"
+        "from dropvec.producer.enqueue import Producer\n"
+        "from dropvec.producer.tokens import load_window\n"
         "window = load_window(Settings().embed_model_path)\n"
         "assert window.budget == 254, window.budget\n"
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"

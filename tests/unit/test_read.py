@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dropvec.errors import SkippedFile, UnreadableFile
-from producer.read import read_sections
+from dropvec.config.errors import SkippedFile, UnreadableFile
+from dropvec.producer.read import read_sections
 from tests.corpus import PUBLIC
 
 
@@ -61,10 +61,10 @@ def test_docx_csv_markdown_and_html_are_read(tmp_path: Path) -> None:
 def test_a_large_text_file_is_read_in_blocks_that_chunk_like_the_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from config.settings import Settings
-    from producer import read
-    from producer.chunk import Section, iter_chunks
-    from producer.tokens import load_window
+    from dropvec.config.settings import Settings
+    from dropvec.producer import read
+    from dropvec.producer.chunk import Section, iter_chunks
+    from dropvec.producer.tokens import load_window
     from tests.corpus import SEED
 
     text = (SEED / "paul_graham_essay.txt").read_text()
@@ -83,7 +83,7 @@ def test_a_large_text_file_is_read_in_blocks_that_chunk_like_the_whole(
 def test_text_without_paragraph_breaks_is_cut_into_bounded_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from producer import read
+    from dropvec.producer import read
 
     monkeypatch.setattr(read, "STREAM_BLOCK_BYTES", 4096)
     monkeypatch.setattr(read, "MAX_PARAGRAPH_CHARS", 1000)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import BUNDLED_MODEL, Settings, redact_url
+from dropvec.config.settings import BUNDLED_MODEL, Settings, redact_url
 
 
 def test_documented_environment_names_set_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.files import expand, link_on_path
-from producer.watch import watch_folder
+from dropvec.producer.files import expand, link_on_path
+from dropvec.producer.watch import watch_folder
 from tests.integration.conftest import wait_for
 
 

@@ -18,6 +18,7 @@ Keys (all under ``config.settings.KEY_PREFIX``):
                                       workers: files:{outcome}, chunks:{outcome}, embed_seconds,
                                       write_seconds, task_retries, task_failures (what ``dropvec
                                       status`` and the Prometheus endpoint show)
+    {p}:worker:{node}          string a live worker's heartbeat (expires when it stops beating)
 
 A file version (``generation``) is what the workers write: chunks carry it, and a task whose
 version is no longer the file's current one is dropped. Counting a finished task is one Lua
@@ -28,20 +29,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
 
-from config.messages import RemoveTask
-from config.settings import KEY_PREFIX, Settings
+from dropvec.config.errors import RedisUnavailable, mapped_methods, mapping
+from dropvec.config.ids import doc_id_for
+from dropvec.config.records import LIVE, Replaced, TaskCount
+from dropvec.config.settings import KEY_PREFIX, QUEUE, Settings
+from dropvec.ledger.counters import Counters
+from dropvec.ledger.hashes import StoredHashes
 
 Status = Literal["queued", "indexing", "indexed", "skipped", "failed"]
-#: States in which a file's current version is, or will be, in the store.
-LIVE: tuple[Status, ...] = ("queued", "indexing", "indexed")
 #: What :meth:`StateStore.task_done` returns when the task made its file indexed.
-FILE_INDEXED = 2
+FILE_INDEXED = TaskCount.FILE_INDEXED
 #: How long run bookkeeping outlives its last update.
 RUN_TTL_SECONDS = 7 * 24 * 3600
 #: How many failures ``dropvec status`` can show.
@@ -114,24 +117,19 @@ class RunProgress:
         return self.files_done + self.files_failed + self.files_skipped >= self.files
 
 
-@dataclass(frozen=True)
-class Replaced:
-    """A file version to remove once the version replacing it is indexed (or has failed)."""
-
-    doc_id: str
-    below_generation: int
-
-    def task(self, file_path: str = "") -> RemoveTask:
-        return RemoveTask(doc_id=self.doc_id, file_path=file_path, below_generation=self.below_generation)
-
-
 def _now() -> str:
     return f"{time.time():.3f}"
 
 
+@mapped_methods(mapping((redis.RedisError,), RedisUnavailable, "Redis"))
 class StateStore:
+    """The ledger. Every method raises RedisUnavailable, never a redis-py error."""
+
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        #: The embed hashes written to each collection, and the running totals: each its own.
+        self.hashes = StoredHashes(client)
+        self.counters = Counters(client)
         self._task_done = client.register_script(_TASK_DONE)
         self._file_enqueued = client.register_script(_FILE_ENQUEUED)
 
@@ -155,7 +153,6 @@ class StateStore:
 
     PATHS = f"{KEY_PREFIX}:paths"
     FAILURES = f"{KEY_PREFIX}:failures"
-    COUNTERS = f"{KEY_PREFIX}:counters"
 
     @staticmethod
     def _rate_key(minute: int) -> str:
@@ -198,8 +195,6 @@ class StateStore:
     def iter_files(self, batch: int = 500) -> Iterator[dict[str, str]]:
         """Every file record, in path order."""
         paths: list[str] = self.r.zrange(self.PATHS, 0, -1)  # type: ignore[assignment]
-        from producer.chunk import doc_id_for
-
         for start in range(0, len(paths), batch):
             pipe = self.r.pipeline()
             for path in paths[start : start + batch]:
@@ -207,6 +202,10 @@ class StateStore:
             for record in pipe.execute():
                 if record:
                     yield record
+
+    def failed_paths(self) -> list[str]:
+        """The paths of the files whose last attempt failed."""
+        return [r["path"] for r in self.iter_files() if r.get("status") == "failed"]
 
     def file_started(
         self,
@@ -252,7 +251,7 @@ class StateStore:
         keys = self._file_keys(run_id, doc_id, generation)
         indexed = self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks]) == 2
         if indexed:
-            self.count({"files:indexed": 1})
+            self.counters.count({"files:indexed": 1})
         return indexed
 
     def file_ended_early(
@@ -294,7 +293,7 @@ class StateStore:
         chunks: int,
         embedded: int,
         reused: int,
-    ) -> int:
+    ) -> TaskCount:
         """Count a written task once, however often it is delivered.
 
         Returns 0 if it was not counted (a repeat, or a replaced version), 1 if counted, 2 if
@@ -302,9 +301,9 @@ class StateStore:
         """
         keys = [*self._file_keys(run_id, doc_id, generation), self._rate_key(int(time.time() // 60))]
         args = [_now(), generation, task_index, chunks, embedded, reused, RUN_TTL_SECONDS, RATE_TTL_SECONDS]
-        outcome = int(self._task_done(keys=keys, args=args))  # type: ignore[arg-type]
+        outcome = TaskCount(int(self._task_done(keys=keys, args=args)))  # type: ignore[arg-type]
         if outcome == FILE_INDEXED:
-            self.count({"files:indexed": 1})
+            self.counters.count({"files:indexed": 1})
         return outcome
 
     def task_failed(self, run_id: str, doc_id: str, generation: int, path: str, reason: str) -> bool:
@@ -333,40 +332,6 @@ class StateStore:
         pipe.execute()
 
     # vectors stored, by embed hash: a negative cache in front of Milvus's look-ups
-    @staticmethod
-    def stored_key(collection: str) -> str:
-        return f"{KEY_PREFIX}:stored:{collection}"
-
-    def may_be_stored(self, collection: str, embed_hashes: Sequence[str]) -> list[str]:
-        """Those of ``embed_hashes`` that were written to ``collection`` (and may still be there).
-
-        A hash not listed was never written, so Milvus need not be asked for it: its look-up
-        scans growing segments, and costs more with every row stored.
-        """
-        if not embed_hashes:
-            return []
-        found = self.r.smismember(self.stored_key(collection), [bytes.fromhex(h) for h in embed_hashes])
-        return [h for h, hit in zip(embed_hashes, found, strict=True) if hit]  # type: ignore[arg-type]
-
-    def add_stored(self, collection: str, embed_hashes: Iterable[str]) -> None:
-        members = {bytes.fromhex(h) for h in embed_hashes}
-        if members:
-            self.r.sadd(self.stored_key(collection), *members)
-
-    def forget_stored(self, collection: str) -> None:
-        """The collection was created afresh: nothing in it yet."""
-        self.r.delete(self.stored_key(collection))
-
-    def claim_stored_fill(self, collection: str) -> bool:
-        """Whether this caller should fill the set from the collection: it has no set yet (made
-        before dropvec kept one, or Redis lost it), and no other worker is filling it. The caller
-        calls ``end_stored_fill`` when done."""
-        key = self.stored_key(collection)
-        return not self.r.exists(key) and bool(self.r.set(f"{key}:filling", 1, nx=True, ex=3600))
-
-    def end_stored_fill(self, collection: str) -> None:
-        self.r.delete(f"{self.stored_key(collection)}:filling")
-
     # runs
     def start_run(self, run_id: str) -> None:
         key = self.run_key(run_id)
@@ -404,23 +369,25 @@ class StateStore:
             problems=problems,
         )
 
-    # counters
-    def count(self, increments: dict[str, float]) -> None:
-        """Add to the running totals (``files:queued``, ``embed_seconds``, ...); zeros are left out."""
-        pipe = self.r.pipeline(transaction=False)
-        for name, value in increments.items():
-            if not value:
-                continue
-            if isinstance(value, int):
-                pipe.hincrby(self.COUNTERS, name, value)
-            else:
-                pipe.hincrbyfloat(self.COUNTERS, name, value)
-        if len(pipe):
-            pipe.execute()
+    # the queue (its depth, for back-pressure and status; the queue itself is Celery's)
+    def queue_depth(self) -> int:
+        return int(self.r.llen(QUEUE))  # type: ignore[arg-type]
 
-    def counters(self) -> dict[str, float]:
-        counters: dict[str, str] = self.r.hgetall(self.COUNTERS)  # type: ignore[assignment]
-        return {k: float(v) for k, v in counters.items()}
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    # workers
+    def worker_beat(self, node: str, ttl: int) -> None:
+        """Worker ``node`` is alive, for the next ``ttl`` seconds."""
+        self.r.set(f"{KEY_PREFIX}:worker:{node}", _now(), ex=ttl)
+
+    def worker_gone(self, node: str) -> None:
+        self.r.delete(f"{KEY_PREFIX}:worker:{node}")
+
+    def live_workers(self) -> list[str]:
+        """The nodes whose heartbeat has not expired."""
+        prefix = f"{KEY_PREFIX}:worker:"
+        return sorted(str(k)[len(prefix) :] for k in self.r.scan_iter(match=f"{prefix}*", count=1000))
 
     # overview
     def latest_failures(self, n: int = 10) -> list[dict[str, str]]:

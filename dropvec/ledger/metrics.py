@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from config.settings import QUEUE, Settings
-from dropvec.errors import ConfigError
-from dropvec.state import StateStore
+from dropvec.config.errors import ConfigError
+from dropvec.config.settings import Settings
+from dropvec.ledger.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ WORK = {
 
 def totals(state: StateStore) -> dict[str, Any]:
     """The pipeline's running totals, as both ``dropvec status`` and the metrics endpoint show them."""
-    counters = state.counters()
+    counters = state.counters.totals()
     return {
         "files": {o: int(counters.get(f"files:{o}", 0)) for o in FILE_OUTCOMES},
         "chunks": {o: int(counters.get(f"chunks:{o}", 0)) for o in CHUNK_OUTCOMES},
@@ -71,7 +71,7 @@ class PipelineCollector(Collector):
         yield chunks
         for name, doc in WORK.items():
             yield CounterMetricFamily(f"dropvec_{name}", doc, value=now[name])
-        depth = self.state.r.llen(QUEUE)
+        depth = self.state.queue_depth()
         yield GaugeMetricFamily("dropvec_queue_depth", "Tasks waiting in the queue", value=depth)
 
 

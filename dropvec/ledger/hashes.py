@@ -1,0 +1,54 @@
+"""The set of embed hashes written to each collection: which vectors may be reused.
+
+A hash not in the set was never written, so Milvus need not be asked for it (a look-up by hash
+scans the rows not yet indexed). Kept at ``{p}:stored:{collection}``, 16 bytes a hash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import redis
+
+from dropvec.config.errors import RedisUnavailable, mapped_methods, mapping
+from dropvec.config.settings import KEY_PREFIX
+
+
+@mapped_methods(mapping((redis.RedisError,), RedisUnavailable, "Redis"))
+class StoredHashes:
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+
+    @staticmethod
+    def key(collection: str) -> str:
+        return f"{KEY_PREFIX}:stored:{collection}"
+
+    def may_be_stored(self, collection: str, embed_hashes: Sequence[str]) -> list[str]:
+        """Those of ``embed_hashes`` that were written to ``collection`` (and may still be there).
+
+        A hash not listed was never written, so Milvus need not be asked for it: its look-up
+        scans growing segments, and costs more with every row stored.
+        """
+        if not embed_hashes:
+            return []
+        found = self.r.smismember(self.key(collection), [bytes.fromhex(h) for h in embed_hashes])
+        return [h for h, hit in zip(embed_hashes, found, strict=True) if hit]  # type: ignore[arg-type]
+
+    def add(self, collection: str, embed_hashes: Iterable[str]) -> None:
+        members = {bytes.fromhex(h) for h in embed_hashes}
+        if members:
+            self.r.sadd(self.key(collection), *members)
+
+    def forget(self, collection: str) -> None:
+        """The collection was created afresh: nothing in it yet."""
+        self.r.delete(self.key(collection))
+
+    def claim_fill(self, collection: str) -> bool:
+        """Whether this caller should fill the set from the collection: it has no set yet (made
+        before dropvec kept one, or Redis lost it), and no other worker is filling it. The caller
+        calls ``end_fill`` when done."""
+        key = self.key(collection)
+        return not self.r.exists(key) and bool(self.r.set(f"{key}:filling", 1, nx=True, ex=3600))
+
+    def end_fill(self, collection: str) -> None:
+        self.r.delete(f"{self.key(collection)}:filling")

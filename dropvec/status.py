@@ -1,0 +1,105 @@
+"""The status report: files by state, chunks stored, queue depth, live workers, throughput, totals.
+
+A service: what ``dropvec status`` prints and ``GET /status`` returns, from the ledger, the
+counters, the queue and Milvus.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from dropvec.config.errors import MilvusUnavailable, RedisUnavailable
+from dropvec.config.polling import poll
+from dropvec.config.records import FileRecord
+from dropvec.config.settings import Settings, redact_url
+
+
+def live_workers(settings: Settings) -> list[str]:
+    """The node names of the workers whose heartbeat is current (``dropvec.workers.tasks.run``)."""
+    from dropvec.ledger.state import StateStore
+
+    return StateStore.from_settings(settings).live_workers()
+
+
+def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]:
+    """The report; ``files``: with every file's state (``file_states``)."""
+    from dropvec.ledger.metrics import totals as running_totals
+    from dropvec.ledger.state import StateStore
+    from dropvec.workers.store import count_entities
+
+    state = StateStore.from_settings(settings)
+    try:
+        state.ping()
+    except RedisUnavailable as exc:
+        raise RedisUnavailable(f"Redis at {redact_url(settings.redis_url)} is unreachable: {exc}") from exc
+    try:
+        entities = count_entities(settings)
+    except MilvusUnavailable as exc:
+        raise MilvusUnavailable(f"Milvus at {settings.milvus_uri} is unreachable: {exc}") from exc
+    workers = state.live_workers()
+    records = [file_view(f) for f in state.iter_files()]
+    totals = {s: 0 for s in ("queued", "indexing", "indexed", "skipped", "failed")}
+    for record in records:
+        totals[record["status"]] = totals.get(record["status"], 0) + 1
+    info: dict[str, Any] = {
+        "redis_url": redact_url(settings.redis_url),
+        "milvus_uri": settings.milvus_uri,
+        "collection": settings.collection,
+        "embed_model": settings.embed_model,
+        "entities": entities,
+        "queue_depth": state.queue_depth(),  # type: ignore[arg-type]
+        "workers": len(workers),
+        "worker_names": workers,
+        "files": totals,
+        "chunks_embedded": sum(f["chunks_embedded"] for f in records),
+        "chunks_reused": sum(f["chunks_reused"] for f in records),
+        "chunks_per_second": state.rate(),
+        "totals": running_totals(state),
+        "latest_failures": state.latest_failures(10),
+    }
+    if files:
+        info["file_states"] = records
+    return info
+
+
+def file_view(fields: dict[str, str]) -> dict[str, Any]:
+    """A file's state as ``status --json --files`` shows it."""
+    r = FileRecord.of(fields)
+    return {
+        "path": r.path,
+        "status": str(r.status or ""),
+        "reason": r.reason,
+        "chunks": r.chunks_total,
+        "chunks_embedded": r.chunks_embedded,
+        "chunks_reused": r.chunks_reused,
+        "queued_at": r.queued_at,
+        "indexed_at": r.indexed_at,
+        "updated_at": r.updated_at,
+    }
+
+
+def follow_run(
+    settings: Settings,
+    run_id: str,
+    *,
+    timeout: float | None,
+    stop: threading.Event,
+    on_progress: Callable[[Any], None],
+) -> tuple[Any, Literal["finished", "timed out", "stopped"]]:
+    """Poll a run's progress (``on_progress`` each time) until its every file is done,
+    ``timeout`` passes or ``stop`` is set; the last progress, and which of the three it was."""
+    from dropvec.ledger.state import StateStore
+
+    state = StateStore.from_settings(settings)
+    last = [state.progress(run_id)]
+
+    def finished() -> bool:
+        last[0] = state.progress(run_id)
+        on_progress(last[0])
+        return last[0].finished
+
+    if poll(finished, timeout=timeout, interval=0.25, stop=stop):
+        return last[0], "finished"
+    return last[0], "stopped" if stop.is_set() else "timed out"

@@ -1,0 +1,118 @@
+"""In-memory stand-ins for the ports, for unit tests of the pipeline's logic in milliseconds.
+
+Each implements the same small protocol as the real adapter and nothing more (in the spirit of
+dramatiq's ``StubBroker``): ``MemoryQueue`` for the Celery app the producer sends through,
+``MemoryStore`` for the Milvus writer, ``FakeEmbedder`` for the model. The ledger is the real
+``StateStore``, with its real Lua scripts, on fakeredis (a fake of Redis, not of dropvec).
+The integration tests keep the real services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import fakeredis
+
+from dropvec.config.messages import EMBED_TASK, REMOVE_TASK, EmbedTask, RemoveTask
+from dropvec.ledger.state import StateStore
+
+
+def memory_ledger() -> StateStore:
+    return StateStore(fakeredis.FakeRedis(decode_responses=True))
+
+
+@dataclass
+class MemoryQueue:
+    """What the producer needs of a Celery app: ``send_task`` and ``producer_or_acquire``."""
+
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: Called after each task is sent (a test's hook, e.g. to delete the file being read).
+    after_send: Callable[[str, dict[str, Any]], None] | None = None
+
+    def send_task(self, name: str, args: Sequence[Any], queue: str = "", producer: Any = None) -> None:
+        self.sent.append((name, dict(args[0])))
+        if self.after_send is not None:
+            self.after_send(name, dict(args[0]))
+
+    @contextmanager
+    def producer_or_acquire(self) -> Iterator[None]:
+        yield None
+
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        taken, self.sent = self.sent, []
+        return taken
+
+
+@dataclass
+class Row:
+    doc_id: str
+    generation: int
+    file_path: str
+    chunk_index: int
+    text: str
+    embed_hash: str
+    embedding: list[float]
+
+
+class MemoryStore:
+    """What the worker runtime needs of its Milvus writer, on a dict of rows by id."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+        self.on_write: Callable[[float], None] | None = None
+
+    async def stored_vectors(self, hashes: Sequence[str]) -> dict[str, list[float]]:
+        wanted = set(hashes)
+        return {r.embed_hash: r.embedding for r in self.rows.values() if r.embed_hash in wanted}
+
+    async def write(self, nodes: Sequence[Any]) -> int:
+        for node in nodes:
+            m = node.metadata
+            self.rows[node.node_id] = Row(
+                node.ref_doc_id, int(m["generation"]), m["file_path"], int(m["chunk_index"]), node.text,
+                m["embed_hash"], list(node.embedding),
+            )  # fmt: skip
+        if self.on_write is not None:
+            self.on_write(0.0)
+        return len(nodes)
+
+    async def delete_ids(self, ids: Sequence[str]) -> None:
+        for node_id in ids:
+            self.rows.pop(node_id, None)
+
+    async def remove(self, doc_id: str, below_generation: int) -> int:
+        gone = [k for k, r in self.rows.items() if r.doc_id == doc_id and r.generation < below_generation]
+        for key in gone:
+            del self.rows[key]
+        return len(gone)
+
+
+class FakeEmbedder:
+    """Deterministic vectors from the text's hash; counts what it embedded."""
+
+    def __init__(self, dim: int = 8) -> None:
+        self.dim = dim
+        self.embedded: list[str] = []
+
+    def get_text_embedding_batch(self, texts: list[str]) -> list[list[float]]:
+        self.embedded += texts
+        return [[b / 255 for b in hashlib.sha256(t.encode()).digest()[: self.dim]] for t in texts]
+
+
+def deliver(queue: MemoryQueue, runtime: Any, *, twice: bool = False) -> int:
+    """Hand every queued task to ``runtime`` as a worker would (``twice``: each delivered twice,
+    as after a lost acknowledgement), until the queue is empty; how many were handed."""
+    handed = 0
+    while batch := queue.take():
+        for name, message in batch:
+            for _ in range(2 if twice else 1):
+                if name == EMBED_TASK:
+                    runtime.process(EmbedTask.model_validate(message))
+                elif name == REMOVE_TASK:
+                    runtime.remove(RemoveTask.model_validate(message))
+                handed += 1
+    return handed

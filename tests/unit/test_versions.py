@@ -1,0 +1,219 @@
+"""Reconciliation and file versions, in milliseconds: the real producer and the real worker
+runtime, with the task queue, the Milvus writer and the model replaced by in-memory fakes and the
+ledger's Redis by fakeredis (its Lua scripts run for real).
+
+After every step the store must hold exactly the chunks of the files on disk, once each.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dropvec.config.errors import InputFileError
+from dropvec.config.ids import doc_id_for
+from dropvec.config.messages import EMBED_TASK
+from dropvec.config.records import UNCHANGED
+from dropvec.config.settings import Settings
+from dropvec.producer.chunk import iter_chunks
+from dropvec.producer.enqueue import IngestReport, Producer
+from dropvec.producer.files import expand
+from dropvec.producer.read import read_sections
+from dropvec.workers.loop import LoopThread
+from dropvec.workers.runtime import WorkerRuntime
+from tests.fakes import FakeEmbedder, MemoryQueue, MemoryStore, deliver, memory_ledger
+
+PARAGRAPH = "Paragraph {i} of {name}: the otter floats on its back and cracks a shell on its chest. " * 3
+
+
+def text(name: str, paragraphs: int = 12) -> str:
+    return "\n\n".join(PARAGRAPH.format(i=i, name=name) for i in range(paragraphs))
+
+
+class Pipeline:
+    """A producer and one worker runtime on fakes, over ``inbox``."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.inbox = inbox
+        self.settings = Settings(_env_file=None, inbox=inbox, chunks_per_task=4)  # type: ignore[call-arg]
+        self.ledger, self.queue, self.store = memory_ledger(), MemoryQueue(), MemoryStore()
+        self.embedder = FakeEmbedder()
+        self.producer = Producer(self.settings, self.queue, self.ledger)  # type: ignore[arg-type]
+        self.loop = LoopThread()
+        self.runtime = WorkerRuntime(
+            self.settings, embedder=self.embedder, state=self.ledger, writer=self.store, loop=self.loop
+        )  # type: ignore[arg-type]
+
+    def sync(self, *paths: Path, deleted: tuple[Path, ...] = (), twice: bool = False) -> IngestReport:
+        """Reconcile ``paths`` (default: the inbox), then let the worker take every task."""
+        report = self.producer.ingest(list(paths) or [self.inbox], deleted=deleted)
+        deliver(self.queue, self.runtime, twice=twice)
+        return report
+
+    def expected(self) -> Counter[tuple[str, int, str]]:
+        chunks: Counter[tuple[str, int, str]] = Counter()
+        for path in expand([self.inbox]):
+            try:
+                sections = read_sections(path)
+            except InputFileError:
+                continue
+            for c in iter_chunks(
+                sections, doc_id=doc_id_for(str(path)),
+                file_metadata={"file_path": str(path), "file_name": path.name},
+                tokens=self.producer.window, chunk_size=self.settings.chunk_size,
+                chunk_overlap=self.settings.chunk_overlap,
+            ):  # fmt: skip
+                chunks[(str(path), c.index, c.text)] += 1
+        return chunks
+
+    def stored(self) -> Counter[tuple[str, int, str]]:
+        return Counter((r.file_path, r.chunk_index, r.text) for r in self.store.rows.values())
+
+    def record(self, path: Path) -> dict[str, str]:
+        return self.ledger.get_file(doc_id_for(str(path)))
+
+    def assert_in_sync(self) -> None:
+        assert self.stored() == self.expected()
+        for path in expand([self.inbox]):
+            assert self.record(path).get("status") == "indexed", (path, self.record(path))
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    p = Pipeline(inbox)
+    yield p
+    p.loop.stop()
+
+
+def test_a_dropped_file_is_indexed_and_an_unchanged_one_is_not_read_again(pipeline: Pipeline) -> None:
+    path = pipeline.inbox / "notes.txt"
+    path.write_text(text("notes"))
+    report = pipeline.sync()
+    assert report.count("queued") == 1 and report.chunks > 4  # (more than one task)
+    pipeline.assert_in_sync()
+    record = pipeline.record(path)
+    assert int(record["chunks_embedded"]) == int(record["chunks_total"]) == report.chunks
+    # When the folder is reconciled again, the unchanged file is skipped without a task
+    again = pipeline.sync()
+    assert [o.reason for o in again.outcomes] == [UNCHANGED]
+    assert not pipeline.queue.sent
+    pipeline.assert_in_sync()
+
+
+def test_an_edit_makes_a_new_version_that_replaces_the_old_and_reuses_its_vectors(pipeline: Pipeline) -> None:
+    path = pipeline.inbox / "essay.txt"
+    path.write_text(text("essay", 30))
+    pipeline.sync()
+    before = pipeline.record(path)
+    embedded = len(pipeline.embedder.embedded)
+    # When one paragraph in the middle changes
+    paragraphs = path.read_text().split("\n\n")
+    paragraphs[15] += " A sentence nobody wrote before."
+    path.write_text("\n\n".join(paragraphs))
+    pipeline.sync(path)
+    # Then only the new version is stored, and only the changed chunks were embedded
+    pipeline.assert_in_sync()
+    after = pipeline.record(path)
+    assert int(after["generation"]) > int(before["generation"])
+    assert {r.generation for r in pipeline.store.rows.values()} == {int(after["generation"])}
+    assert 1 <= len(pipeline.embedder.embedded) - embedded <= 3
+    assert int(after["chunks_reused"]) >= int(after["chunks_total"]) - 3
+
+
+@pytest.mark.parametrize("where", ["renamed.txt", "sub/moved.txt"])
+def test_a_rename_or_move_keeps_every_vector_and_the_old_path_goes(pipeline: Pipeline, where: str) -> None:
+    old = pipeline.inbox / "first.txt"
+    old.write_text(text("first"))
+    pipeline.sync()
+    embedded = len(pipeline.embedder.embedded)
+    # When the file is renamed (or moved into a subfolder) and the folder reconciled
+    new = pipeline.inbox / where
+    new.parent.mkdir(exist_ok=True)
+    old.rename(new)
+    report = pipeline.sync()
+    # Then it is read under its new path, nothing is embedded, and the old path is gone
+    assert [o.reason for o in report.outcomes if o.status == "queued"] == [f"moved from {old}"]
+    assert len(pipeline.embedder.embedded) == embedded
+    assert not pipeline.record(old)
+    pipeline.assert_in_sync()
+
+
+def test_a_deleted_file_or_folder_takes_its_chunks_with_it(pipeline: Pipeline) -> None:
+    (pipeline.inbox / "keep.txt").write_text(text("keep"))
+    (pipeline.inbox / "sub").mkdir()
+    (pipeline.inbox / "sub" / "a.txt").write_text(text("a"))
+    (pipeline.inbox / "sub" / "b.md").write_text(text("b"))
+    pipeline.sync()
+    pipeline.assert_in_sync()
+    # When a file, then a whole folder, are deleted (as the watcher reports them)
+    (pipeline.inbox / "keep.txt").unlink()
+    report = pipeline.sync(deleted=(pipeline.inbox / "keep.txt",))
+    assert report.count("removed") == 1
+    shutil.rmtree(pipeline.inbox / "sub")
+    report = pipeline.sync(deleted=(pipeline.inbox / "sub",))
+    # Then nothing of them is stored and they have no record left
+    assert report.count("removed") == 2
+    assert not pipeline.store.rows
+    assert not pipeline.ledger.paths_under(str(pipeline.inbox))
+
+
+def test_a_file_deleted_while_it_is_read_leaves_nothing_behind(pipeline: Pipeline) -> None:
+    path = pipeline.inbox / "vanishing.txt"
+    path.write_text(text("vanishing", 30))
+
+    def delete_after_first_task(name: str, message: dict) -> None:
+        if name == EMBED_TASK and path.exists():
+            path.unlink()
+
+    pipeline.queue.after_send = delete_after_first_task
+    report = pipeline.sync()
+    # Then the producer stopped sending it, removed it, and the task already sent wrote nothing
+    # that stays
+    assert [o.status for o in report.outcomes] == ["removed"]
+    assert not pipeline.store.rows
+    assert not pipeline.record(path)
+
+
+def test_a_task_delivered_twice_is_written_and_counted_once(pipeline: Pipeline) -> None:
+    path = pipeline.inbox / "twice.txt"
+    path.write_text(text("twice"))
+    report = pipeline.sync(twice=True)
+    pipeline.assert_in_sync()
+    record = pipeline.record(path)
+    assert int(record["chunks_done"]) == int(record["chunks_total"]) == report.chunks
+    assert int(record["chunks_embedded"]) + int(record["chunks_reused"]) == report.chunks
+
+
+def test_the_tasks_of_a_replaced_version_are_dropped(pipeline: Pipeline) -> None:
+    # Given version 1 of a file queued, its tasks not yet taken by any worker
+    path = pipeline.inbox / "draft.txt"
+    path.write_text(text("draft one"))
+    pipeline.producer.ingest([path])
+    stale = pipeline.queue.take()
+    # When the file is edited and queued again before a worker takes version 1's tasks
+    path.write_text(text("draft two"))
+    pipeline.producer.ingest([path])
+    fresh = pipeline.queue.take()
+    pipeline.queue.sent = [*stale, *fresh]
+    deliver(pipeline.queue, pipeline.runtime)
+    # Then only version 2 is stored, and the file is indexed
+    pipeline.assert_in_sync()
+    assert all("draft two" in r.text for r in pipeline.store.rows.values())
+
+
+def test_a_file_that_cannot_be_read_keeps_no_chunks(pipeline: Pipeline) -> None:
+    path = pipeline.inbox / "notes.txt"
+    path.write_text(text("notes"))
+    pipeline.sync()
+    # When it is replaced by binary data with the same name
+    path.write_bytes(bytes(4096))
+    report = pipeline.sync()
+    assert [(o.status, o.reason) for o in report.outcomes] == [("failed", "binary data, not text")]
+    assert not pipeline.store.rows
+    assert pipeline.record(path)["status"] == "failed"
