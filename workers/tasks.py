@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from celery import Task, shared_task
-from celery.signals import task_retry
+from celery.signals import task_retry, worker_ready
 from celery.utils.nodenames import default_nodename, host_format
 from pydantic import ValidationError
 
@@ -100,17 +100,13 @@ def run(settings: Settings, name: str = "") -> int:
     serve(settings, runtime.metrics.registry, "worker")
     node = host_format(default_nodename(f"{name}@%h" if name else None))
     stop = threading.Event()
+    beating = threading.Thread(target=_beat, args=(runtime.state, node, stop), name="heartbeat", daemon=True)
 
-    def beat() -> None:
-        while True:
-            try:
-                runtime.state.worker_beat(node, 3 * HEARTBEAT_SECONDS)
-            except RedisUnavailable as exc:  # Redis down: the worker rides it out, and so does this
-                log.debug("heartbeat not written: %s", exc)
-            if stop.wait(HEARTBEAT_SECONDS):
-                return
+    def consuming(**_: Any) -> None:  # the heartbeat starts once the worker takes tasks
+        if not beating.is_alive():
+            beating.start()
 
-    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    worker_ready.connect(consuming, weak=False)
     try:
         return run_worker(
             create_app(settings),
@@ -122,3 +118,13 @@ def run(settings: Settings, name: str = "") -> int:
         stop.set()
         with contextlib.suppress(RedisUnavailable):
             runtime.state.worker_gone(node)
+
+
+def _beat(state: Any, node: str, stop: threading.Event) -> None:
+    while True:
+        try:
+            state.worker_beat(node, 3 * HEARTBEAT_SECONDS)
+        except RedisUnavailable as exc:  # Redis down: the worker rides it out, and so does this
+            log.debug("heartbeat not written: %s", exc)
+        if stop.wait(HEARTBEAT_SECONDS):
+            return
