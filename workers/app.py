@@ -18,7 +18,7 @@ from celery.signals import worker_shutting_down
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError
 
-from dropvec.config.errors import RedisUnavailable, mapping, one_line
+from dropvec.config.errors import RedisUnavailable, mapping
 from dropvec.config.messages import REMOVE_TASK, RemoveTask
 from dropvec.config.settings import QUEUE, Settings
 
@@ -88,15 +88,11 @@ _broker_errors = mapping(BROKER_ERRORS, RedisUnavailable, "the task queue")
 
 
 @contextmanager
+@_broker_errors  # (on opening and closing the connection, and on every send in the block)
 def publishing(app: Celery) -> Iterator[Callable[[str, dict[str, Any]], None]]:
     """``send(task name, message)`` for as long as the block runs, over one broker connection."""
-    try:
-        with app.producer_or_acquire() as publisher:
-            yield _broker_errors(
-                lambda name, message: app.send_task(name, args=[message], queue=QUEUE, producer=publisher)
-            )
-    except BROKER_ERRORS as exc:  # (opening or closing the connection)
-        raise RedisUnavailable(f"the task queue: {one_line(exc)}") from exc
+    with app.producer_or_acquire() as publisher:
+        yield lambda name, message: app.send_task(name, args=[message], queue=QUEUE, producer=publisher)
 
 
 @_broker_errors

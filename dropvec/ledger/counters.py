@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import redis
 
-from dropvec.config.errors import RedisUnavailable, mapped_methods, mapping
 from dropvec.config.settings import KEY_PREFIX
+from dropvec.ledger import redis_boundary
 
 
-@mapped_methods(mapping((redis.RedisError,), RedisUnavailable, "Redis"))
+@redis_boundary
 class Counters:
     KEY = f"{KEY_PREFIX}:counters"
 

@@ -10,11 +10,11 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
-from dropvec.config.errors import RedisUnavailable, mapped_methods, mapping
 from dropvec.config.settings import KEY_PREFIX
+from dropvec.ledger import redis_boundary
 
 
-@mapped_methods(mapping((redis.RedisError,), RedisUnavailable, "Redis"))
+@redis_boundary
 class StoredHashes:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client

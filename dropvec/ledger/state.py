@@ -35,10 +35,10 @@ from typing import Any, Literal
 
 import redis
 
-from dropvec.config.errors import RedisUnavailable, mapped_methods, mapping
 from dropvec.config.ids import doc_id_for
 from dropvec.config.records import LIVE, Replaced, TaskCount
 from dropvec.config.settings import KEY_PREFIX, QUEUE, Settings
+from dropvec.ledger import redis_boundary
 from dropvec.ledger.counters import Counters
 from dropvec.ledger.hashes import StoredHashes
 
@@ -121,7 +121,7 @@ def _now() -> str:
     return f"{time.time():.3f}"
 
 
-@mapped_methods(mapping((redis.RedisError,), RedisUnavailable, "Redis"))
+@redis_boundary
 class StateStore:
     """The ledger. Every method raises RedisUnavailable, never a redis-py error."""
 
