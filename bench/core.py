@@ -55,10 +55,10 @@ def model_ceiling(settings: Any, texts: list[str]) -> float:
     """The backend's own encode of the same chunks, no queue and no storage: chunks/s."""
     from dropvec.workers.embed import load_embedder
 
-    model = load_embedder(settings)._model  # the configured backend's SentenceTransformer
-    model.encode(texts[:16])
+    model = load_embedder(settings)  # the configured backend, in the worker's batches
+    model.get_text_embedding_batch(texts[:16])
     start = time.perf_counter()
-    model.encode(texts, normalize_embeddings=True)  # its own default batch size
+    model.get_text_embedding_batch(texts)
     return len(texts) / (time.perf_counter() - start)
 
 

@@ -2,17 +2,24 @@
 on the same corpus, model and Milvus, in one run.
 
     .venv/bin/python -m bench.perf [--corpus DIR] [--repeat N] [--json] [--skip quality,store,big]
+        [--systems ceiling,st-int8,dropvec,...] [--every N] [--chart docs/perf.svg]
 
-Rows (chunks/s, ratio to the best peer, ratio to the ceiling, peak RSS):
-- ceiling: the default backend's own encode (sentence-transformers ``encode``) of dropvec's chunks;
-- dropvec end to end (``ingest`` to the last chunk written) with 1 and 2 worker processes;
+Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, peak RSS):
+- ceiling: the default backend's own encode of dropvec's chunks (``get_text_embedding_batch``);
+- the sentence-transformers int8 recipe's encode of the same chunks (``export_dynamic_quantized_
+  onnx_model(model, "avx512_vnni")`` loaded by ``HuggingFaceEmbedding(backend="onnx")``);
+- dropvec end to end (``ingest`` to the last chunk written) with the default ``up`` layout and
+  with 1 worker process;
 - LlamaIndex ``IngestionPipeline.arun`` (``SentenceSplitter`` + ``HuggingFaceEmbedding``, into
-  ``MilvusVectorStore``) and the tutorial's ``VectorStoreIndex.from_documents(use_async=True)``,
-  both with their default (torch) backend and the same chunk size as dropvec.
+  ``MilvusVectorStore``) on torch and on that int8 recipe (the strongest configuration a skilled
+  user would run), and the tutorial's ``VectorStoreIndex.from_documents(use_async=True)`` on
+  torch, all with the same chunk size as dropvec.
 The peers are given the documents as dropvec reads them (both 10-Ks are encrypted, and one is
-damaged: llama-index's own PDF reader gets no text from them), and are timed from documents in
-hand to vectors stored; dropvec's time includes reading the files. Each system runs in a process
-of its own, whose peak RSS (with its children) is sampled every 0.1 s.
+damaged: llama-index's own PDF reader gets no text from them); their reading time is measured
+and reported beside their pipeline time, and counted in their corpus seconds, as dropvec's is.
+Each system runs in a process of its own, whose peak RSS (with its children) is sampled every
+0.1 s. ``--systems`` picks rows (default: all); ``--chart FILE`` draws chunks/s per system and
+the ceiling (matplotlib, the ``bench`` extra).
 
 The ceiling and dropvec rows are measured ``--repeat`` times (default 3), in turns, and each gives
 its median run (all runs are listed): a shared machine's speed drifts by some 5% from one minute
@@ -52,7 +59,12 @@ from bench.core import (
     start_services,
 )
 
-PEERS = ("llamaindex IngestionPipeline.arun", "llamaindex VectorStoreIndex.from_documents(use_async)")
+PEERS = {
+    "pipeline": "llamaindex IngestionPipeline.arun (torch)",
+    "pipeline-int8": "llamaindex IngestionPipeline.arun (ST int8 ONNX recipe)",
+    "tutorial": "llamaindex VectorStoreIndex.from_documents(use_async) (torch)",
+}
+SYSTEMS = ("ceiling", "st-int8", "dropvec", "dropvec-1", *PEERS)
 
 
 def in_own_process(role: str, settings: Any, files: list[Path]) -> dict[str, Any]:
@@ -80,19 +92,54 @@ def documents(files: list[Path]) -> list[Any]:
 
 
 def role_ceiling(settings: Any, files: list[Path]) -> dict[str, Any]:
+    """The default backend's encode of dropvec's own chunks, in the worker's batches."""
     from dropvec.workers.embed import load_embedder
 
     texts = chunk_texts(settings, files)
-    model = load_embedder(settings)._model
-    model.encode(texts[:16])
+    model = load_embedder(settings)
+    model.get_text_embedding_batch(texts[:64])
     start = time.perf_counter()
-    model.encode(texts, batch_size=settings.embed_batch_size, normalize_embeddings=True)
+    model.get_text_embedding_batch(texts)
     seconds = time.perf_counter() - start
-    system = f"ceiling: {settings.resolved_backend()} encode"
-    return {"system": system, "chunks": len(texts), "seconds": seconds}
+    return {
+        "system": f"ceiling: {settings.resolved_backend()} encode",
+        "chunks": len(texts),
+        "seconds": seconds,
+    }
 
 
-def role_peer(settings: Any, files: list[Path], tutorial: bool) -> dict[str, Any]:
+def st_int8(settings: Any) -> Any:
+    """``HuggingFaceEmbedding`` on sentence-transformers' own int8 recipe for this CPU, exported
+    (untimed) into a folder of its own: what the sentence-transformers efficiency guide has a
+    LlamaIndex user run."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    from dropvec.workers.embed import quantization_recipe
+
+    recipe = quantization_recipe()
+    folder = Path(tempfile.mkdtemp(prefix="dropvec-bench-st-int8-"))
+    model = SentenceTransformer(settings.embed_model_path, backend="onnx", device="cpu")
+    model.save_pretrained(str(folder))
+    export_dynamic_quantized_onnx_model(model, recipe, str(folder))
+    return HuggingFaceEmbedding(
+        model_name=str(folder), backend="onnx", device="cpu", embed_batch_size=settings.embed_batch_size,
+        model_kwargs={"file_name": f"onnx/model_qint8_{recipe}.onnx"},
+    )  # fmt: skip
+
+
+def role_st_int8(settings: Any, files: list[Path]) -> dict[str, Any]:
+    texts = chunk_texts(settings, files)
+    model = st_int8(settings)
+    model.get_text_embedding_batch(texts[:64])
+    start = time.perf_counter()
+    model.get_text_embedding_batch(texts)
+    seconds = time.perf_counter() - start
+    return {"system": "sentence-transformers int8 recipe encode", "chunks": len(texts), "seconds": seconds}
+
+
+def role_peer(settings: Any, files: list[Path], role: str) -> dict[str, Any]:
     from llama_index.core import Settings as LlamaSettings
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.core.ingestion import IngestionPipeline
@@ -100,8 +147,13 @@ def role_peer(settings: Any, files: list[Path], tutorial: bool) -> dict[str, Any
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from llama_index.vector_stores.milvus import MilvusVectorStore
 
+    if role == "pipeline-int8":
+        embed = st_int8(settings)
+    else:
+        embed = HuggingFaceEmbedding(model_name=settings.embed_model_path, device=settings.resolved_device())
+    began = time.perf_counter()
     docs = documents(files)
-    embed = HuggingFaceEmbedding(model_name=settings.embed_model_path, device=settings.resolved_device())
+    read_seconds = time.perf_counter() - began
     store = MilvusVectorStore(
         uri=settings.milvus_uri,
         collection_name="bench_peer",
@@ -111,7 +163,7 @@ def role_peer(settings: Any, files: list[Path], tutorial: bool) -> dict[str, Any
     )
     splitter = SentenceSplitter(chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
     start = time.perf_counter()
-    if tutorial:
+    if role == "tutorial":
         LlamaSettings.embed_model, LlamaSettings.node_parser = embed, splitter
         storage = StorageContext.from_defaults(vector_store=store)
         VectorStoreIndex.from_documents(docs, storage_context=storage, use_async=True)
@@ -124,17 +176,22 @@ def role_peer(settings: Any, files: list[Path], tutorial: bool) -> dict[str, Any
         chunks = len(asyncio.run(pipeline.arun(documents=docs)))
         seconds = time.perf_counter() - start
     store.client.drop_collection("bench_peer")
-    return {"system": PEERS[tutorial], "chunks": chunks, "seconds": seconds}
+    return {
+        "system": PEERS[role], "chunks": chunks, "seconds": read_seconds + seconds,
+        "pipeline_seconds": seconds, "read_seconds": read_seconds,
+    }  # fmt: skip
 
 
-def dropvec_end_to_end(settings: Any, files: list[Path], workers: int, root: Path) -> dict[str, Any]:
+def dropvec_end_to_end(
+    settings: Any, files: list[Path], workers: int, root: Path, label: str = ""
+) -> dict[str, Any]:
     """``ingest`` into a new collection (nothing reused from the run before) with ``workers`` warm
     worker processes."""
     drop_collection(settings)
     chunks, seconds, peak = end_to_end(settings, files, workers, root, first=10 * workers)
     noun = "process" if workers == 1 else "processes"
     return {
-        "system": f"dropvec end to end, {workers} worker {noun}",
+        "system": f"dropvec end to end, {workers} worker {noun}" + (f" ({label})" if label else ""),
         "chunks": chunks,
         "seconds": seconds,
         "peak_rss_mb": round(peak / workers),  # per worker process
@@ -142,23 +199,32 @@ def dropvec_end_to_end(settings: Any, files: list[Path], workers: int, root: Pat
     }
 
 
-def throughput(settings: Any, files: list[Path], root: Path, repeat: int = 1) -> list[dict[str, Any]]:
-    systems: list[Callable[[], dict[str, Any]]] = [
-        partial(in_own_process, "ceiling", settings, files),
-        *(partial(dropvec_end_to_end, settings, files, n, root) for n in (1, 2)),
-    ]
-    runs: list[list[dict[str, Any]]] = [[] for _ in systems]
+def throughput(
+    settings: Any, files: list[Path], root: Path, repeat: int = 1, systems: tuple[str, ...] = SYSTEMS
+) -> list[dict[str, Any]]:
+    default = settings.worker_processes()
+    measured: list[Callable[[], dict[str, Any]]] = []
+    if "ceiling" in systems:
+        measured.append(partial(in_own_process, "ceiling", settings, files))
+    if "dropvec" in systems:
+        measured.append(
+            partial(dropvec_end_to_end, settings, files, default, root, label="default `up` layout")
+        )
+    if "dropvec-1" in systems and default != 1:
+        measured.append(partial(dropvec_end_to_end, settings, files, 1, root))
+    runs: list[list[dict[str, Any]]] = [[] for _ in measured]
     for _ in range(repeat):  # in turns: a slow spell of the machine falls on every row alike
-        for system, done in zip(systems, runs, strict=True):
+        for system, done in zip(measured, runs, strict=True):
             done.append(system())
     rows = [median_run(done) for done in runs]
-    rows += [in_own_process(role, settings, files) for role in ("pipeline", "tutorial")]
+    rows += [in_own_process(role, settings, files) for role in ("st-int8", *PEERS) if role in systems]
     for row in rows:
         row["chunks_per_s"] = row["chunks"] / row["seconds"]
-    best_peer = max(r["chunks_per_s"] for r in rows if r["system"] in PEERS)
+    peers = [r["chunks_per_s"] for r in rows if r["system"] in PEERS.values()]
+    ceiling = next((r["chunks_per_s"] for r in rows if r["system"].startswith("ceiling")), None)
     for row in rows:
-        row["ratio_to_best_peer"] = row["chunks_per_s"] / best_peer
-        row["ratio_to_ceiling"] = row["chunks_per_s"] / rows[0]["chunks_per_s"]
+        row["ratio_to_best_peer"] = row["chunks_per_s"] / max(peers) if peers else None
+        row["ratio_to_ceiling"] = row["chunks_per_s"] / ceiling if ceiling else None
     return rows
 
 
@@ -180,7 +246,11 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the ceiling and dropvec rows")
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
-    parser.add_argument("--role", choices=["ceiling", "pipeline", "tutorial"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}"
+    )
+    parser.add_argument("--chart", type=Path, help="draw chunks/s per system into this SVG or PNG file")
+    parser.add_argument("--role", choices=["ceiling", "st-int8", *PEERS], help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -191,18 +261,22 @@ def main() -> None:
         settings.prepare_environment()
         if args.role == "ceiling":
             row = role_ceiling(settings, args.files)
+        elif args.role == "st-int8":
+            row = role_st_int8(settings, args.files)
         else:
-            row = role_peer(settings, args.files, tutorial=args.role == "tutorial")
+            row = role_peer(settings, args.files, args.role)
         print(json.dumps(row))
         return
 
     skip = set(filter(None, args.skip.split(",")))
     files = sorted(p.absolute() for p in args.corpus.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = files[:: max(1, args.every)]
     root = Path(tempfile.mkdtemp(prefix="dropvec-bench-perf-"))
     settings, _ = private_settings(root, own_milvus=True)
     services = start_services(settings)
     try:
-        rows = throughput(settings, files, root, max(1, args.repeat))
+        systems = tuple(filter(None, args.systems.split(",")))
+        rows = throughput(settings, files, root, max(1, args.repeat), systems)
     finally:
         for s in reversed(services):
             s.stop()
@@ -219,6 +293,8 @@ def main() -> None:
                 [sys.executable, "-m", *cmd, *more], capture_output=True, text=True, check=True
             )
             rows += [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if args.chart:
+        chart(rows, f"{args.corpus.name} ({len(files)} files)", args.chart)
     if args.json:
         for row in rows:
             print(json.dumps(row))
@@ -229,18 +305,25 @@ def main() -> None:
 def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores ({cpu}), Python {sys.version.split()[0]}")
-    print(f"corpus: {', '.join(f.name for f in files)}; chunk size {settings.chunk_size} tokens")
+    names = ", ".join(f.name for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    print(f"corpus: {len(files)} files ({names}); chunk size {settings.chunk_size} tokens")
     head = f"{'chunks':>6} {'s':>7} {'chunks/s':>8} {'/best peer':>10} {'/ceiling':>8} {'RSS MB':>7}"
-    print(f"\n{'system':58} {head}")
+    print(f"\n{'system':66} {head}")
+    ratio = lambda x, fmt: format(x, fmt) if x is not None else "-"  # noqa: E731
     for r in rows:
-        if "ratio_to_ceiling" in r:
+        if "chunks_per_s" in r:
             print(
-                f"{r['system']:58} {r['chunks']:6d} {r['seconds']:7.1f} {r['chunks_per_s']:8.1f} "
-                f"{r['ratio_to_best_peer']:9.2f}x {r['ratio_to_ceiling']:7.0%} {r['peak_rss_mb']:7d}"
+                f"{r['system']:66} {r['chunks']:6d} {r['seconds']:7.1f} {r['chunks_per_s']:8.1f} "
+                f"{ratio(r['ratio_to_best_peer'], '9.2f')}x {ratio(r['ratio_to_ceiling'], '7.0%')} "
+                f"{r['peak_rss_mb']:7d}"
             )
     for r in rows:
         if len(r.get("runs_chunks_per_s", [])) > 1:
             print(f"  {r['system']}: median of {', '.join(map(str, r['runs_chunks_per_s']))} chunks/s")
+        if "read_seconds" in r:
+            print(
+                f"  {r['system']}: reading {r['read_seconds']:.1f} s + pipeline {r['pipeline_seconds']:.1f} s"
+            )
     quality = [r for r in rows if "recall_at_5" in r]
     if quality:
         print()
@@ -249,11 +332,38 @@ def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> 
         print_quality(quality)
     for r in rows:
         if "vectors_per_s" in r:
-            print(f"{r['system']:58} {r['vectors_per_s']:9.0f} vectors/s")
+            print(f"{r['system']:66} {r['vectors_per_s']:9.0f} vectors/s")
         elif "p50_ms" in r:
-            print(f"{r['system']:58} p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms")
+            print(f"{r['system']:66} p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms")
         elif "max_queue_depth" in r:
             print(f"{r['system']}: {r['seconds']} s, peak RSS MB {r['peak_rss_mb']}; {r['summary']}")
+
+
+def chart(rows: list[dict[str, Any]], corpus: str, path: Path) -> None:
+    """Chunks/s per system as horizontal bars, the ceiling as a line (matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = [r for r in rows if "chunks_per_s" in r and not r["system"].startswith("ceiling")]
+    ceiling = next((r for r in rows if r["system"].startswith("ceiling")), None)
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(bars) + 1.6))
+    colours = ["#2b6cb0" if r["system"].startswith("dropvec") else "#a0aec0" for r in bars]
+    ax.barh([r["system"] for r in bars], [r["chunks_per_s"] for r in bars], color=colours)
+    for i, r in enumerate(bars):
+        ax.text(
+            r["chunks_per_s"], i, f" {r['chunks_per_s']:.0f}/s, {r['seconds']:.0f} s", va="center", fontsize=8
+        )
+    if ceiling:
+        ax.axvline(ceiling["chunks_per_s"], color="#c53030", linestyle="--", linewidth=1)
+        label = f" {ceiling['system']}: {ceiling['chunks_per_s']:.0f}/s"
+        ax.text(ceiling["chunks_per_s"], len(bars) - 0.4, label, color="#c53030", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("chunks per second, end to end (reading included)")
+    ax.set_title(f"{corpus}: {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def _cpuinfo() -> list[str]:

@@ -26,7 +26,7 @@ import numpy as np
 from bench.core import SEED
 
 QUESTIONS = Path(__file__).with_name("questions.json")
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 TOP_K = 5
 #: The gate: the fast backend's recall@5 may be at most this far under fp32's.
 MAX_RECALL_LOSS = 0.01

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 #: Celery task name of the embed-and-write task.
 EMBED_TASK = "dropvec.embed_chunks"
+#: Celery task name of the task that embeds and writes the chunks of several small files at once.
+EMBED_FILES_TASK = "dropvec.embed_files"
 #: Celery task name of the task that removes a file's chunks from the store.
 REMOVE_TASK = "dropvec.remove_chunks"
 
@@ -31,6 +33,8 @@ MAX_CHUNK_CHARS = 16_383
 MAX_TASK_TEXT_CHARS = 8 * 2**20
 MAX_PATH_CHARS = 4096
 MAX_METADATA_ITEMS = 32
+#: Files in one task of several (``FilesTask``).
+MAX_FILES_PER_TASK = 512
 
 Short = Annotated[str, StringConstraints(max_length=MAX_PATH_CHARS)]
 
@@ -67,6 +71,24 @@ class EmbedTask(BaseModel):
     def _text_capped(self) -> EmbedTask:
         if sum(len(c.text) for c in self.chunks) > MAX_TASK_TEXT_CHARS:
             raise ValueError(f"the chunks hold more than {MAX_TASK_TEXT_CHARS} characters of text")
+        return self
+
+
+class FilesTask(BaseModel):
+    """The one task of each of several small files, sent as one so that the model's batches are
+    full whatever the files' sizes. Each part is counted, and fails, as its file's own task."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: Literal[1] = 1
+    parts: list[EmbedTask] = Field(min_length=1, max_length=MAX_FILES_PER_TASK)
+
+    @model_validator(mode="after")
+    def _capped(self) -> FilesTask:
+        if sum(len(p.chunks) for p in self.parts) > MAX_CHUNKS_PER_TASK:
+            raise ValueError(f"the parts hold more than {MAX_CHUNKS_PER_TASK} chunks")
+        if sum(len(c.text) for p in self.parts for c in p.chunks) > MAX_TASK_TEXT_CHARS:
+            raise ValueError(f"the parts hold more than {MAX_TASK_TEXT_CHARS} characters of text")
         return self
 
 

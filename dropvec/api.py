@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from dropvec.answer import NO_LLM, ask, load_llm
+from dropvec.answer import ask, load_llm
 from dropvec.config.errors import DropvecError, LLMUnavailable
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import pipeline_registry
@@ -103,15 +103,14 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
     async def ask_question(body: AskRequest, request: Request) -> StreamingResponse:
         """An answer from the configured LLM over the top-k chunks, streamed as JSON lines."""
         state, k = request.app.state, body.k or settings.top_k
-        if state.llm is None:
-            hits = await asyncio.to_thread(search, settings, body.question, k, state.embedder)
-            sources: dict[str, Any] = {"sources": [h.as_dict() for h in hits]}
-            items = [sources, {"notice": NO_LLM}, {"done": True}]
-            return StreamingResponse(iter(_line(x) for x in items), media_type="application/x-ndjson")
-        answer = await ask(settings, body.question, k, state.embedder, state.llm)
+        answer = await ask(settings, body.question, k, state.llm, state.embedder)
 
         async def lines() -> AsyncIterator[str]:
             yield _line({"sources": [h.as_dict() for h in answer.sources]})
+            if answer.stream is None:
+                yield _line({"notice": answer.notice})
+                yield _line({"done": True})
+                return
             try:
                 async for piece in answer.stream:
                     yield _line({"text": piece})
@@ -135,6 +134,13 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return api
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """The API on ``host:port`` until Ctrl-C (uvicorn)."""
+    import uvicorn
+
+    uvicorn.run(create_api(settings), host=host, port=port, log_level=settings.log_level.lower())
 
 
 def _line(item: dict[str, Any]) -> str:

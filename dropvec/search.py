@@ -11,6 +11,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from dropvec.config.settings import Settings
+from dropvec.workers.embed import load_embedder
 from dropvec.workers.store import milvus_errors, read_store
 
 
@@ -24,6 +25,11 @@ class Hit:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @property
+    def where(self) -> str:
+        """File, chunk and page, in one line."""
+        return f"{self.file} #{self.chunk}" + (f" p.{self.page}" if self.page else "")
 
     @classmethod
     def of(cls, result: NodeWithScore) -> Hit:
@@ -55,5 +61,12 @@ class Retriever(BaseRetriever):
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
 
-def search(settings: Settings, question: str, k: int, embedder: BaseEmbedding) -> list[Hit]:
-    return [Hit.of(result) for result in Retriever(settings, k, embedder).retrieve(question)]
+def search(
+    settings: Settings, question: str, k: int | None = None, embedder: BaseEmbedding | None = None
+) -> list[Hit]:
+    """The top ``k`` (default: DROPVEC_TOP_K) chunks for ``question``; ``embedder``: the
+    configured model's, loaded here if not given."""
+    embedder = embedder or load_embedder(settings)
+    return [
+        Hit.of(result) for result in Retriever(settings, k or settings.top_k, embedder).retrieve(question)
+    ]

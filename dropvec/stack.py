@@ -14,8 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,8 +24,8 @@ from urllib.parse import urlsplit
 import psutil
 
 from dropvec.config.errors import ServiceUnavailable
-from dropvec.config.polling import poll
-from dropvec.config.settings import Settings
+from dropvec.config.polling import poll, stopping_on_signals
+from dropvec.config.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -322,11 +323,34 @@ def start_workers(settings: Settings, count: int, log_dir: Path, first: int = 0)
     return services
 
 
+def describe(settings: Settings, worker_count: int | None) -> str:
+    """What ``running`` runs, and where the files go, in two lines."""
+    return (
+        f"dropvec is up: {settings.worker_processes(worker_count)} worker(s), "
+        f"Redis {redact_url(settings.redis_url)}, "
+        f"Milvus {settings.milvus_uri}, collection {settings.collection!r}.\n"
+        f"Drop files into {settings.inbox} (logs in {settings.data_dir.absolute() / 'logs'})."
+    )
+
+
+@contextmanager
+def running(
+    settings: Settings, worker_count: int | None, stop: threading.Event, on_stopping: Callable[[], None]
+) -> Iterator[None]:
+    """``local_stack`` for ``dropvec up``: while it starts, Ctrl-C or SIGTERM interrupt at once
+    (and the block is not run); once it is up, they set ``stop`` for the block to end."""
+    with suppress(KeyboardInterrupt), stopping_on_signals(stop, at_once=True):
+        with local_stack(settings, worker_count, on_stopping=on_stopping):
+            with stopping_on_signals(stop):
+                yield
+
+
 @contextmanager
 def local_stack(
-    settings: Settings, worker_count: int, on_stopping: Callable[[], None] = lambda: None
+    settings: Settings, worker_count: int | None, on_stopping: Callable[[], None] = lambda: None
 ) -> Iterator[list[Service]]:
-    """Redis and Milvus (each unless one already answers) and ``worker_count`` worker processes,
+    """Redis and Milvus (each unless one already answers) and ``worker_count`` worker processes
+    (None: ``Settings.worker_processes``),
     for as long as the block runs; then ``on_stopping()``, and every one is stopped, workers first."""
     data_dir = settings.data_dir.absolute()
     services: list[Service] = []
@@ -335,7 +359,7 @@ def local_stack(
             service = start(settings, data_dir)
             if service is not None:
                 services.append(service)
-        services += start_workers(settings, worker_count, data_dir / "logs")
+        services += start_workers(settings, settings.worker_processes(worker_count), data_dir / "logs")
         yield services
     finally:
         on_stopping()

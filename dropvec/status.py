@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dropvec.config.errors import MilvusUnavailable, RedisUnavailable
 from dropvec.config.polling import poll
-from dropvec.config.records import FileRecord
+from dropvec.config.records import FileRecord, FileStatus
 from dropvec.config.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from dropvec.ledger.state import RunProgress
+
+#: How following a run ended.
+Ended = Literal["finished", "timed out", "stopped"]
 
 
 def live_workers(settings: Settings) -> list[str]:
@@ -39,8 +45,8 @@ def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]
     except MilvusUnavailable as exc:
         raise MilvusUnavailable(f"Milvus at {settings.milvus_uri} is unreachable: {exc}") from exc
     workers = state.live_workers()
-    records = [file_view(f) for f in state.iter_files()]
-    totals = {s: 0 for s in ("queued", "indexing", "indexed", "skipped", "failed")}
+    records = [file_view(f) for f in state.records()]
+    totals = {str(s): 0 for s in FileStatus}
     for record in records:
         totals[record["status"]] = totals.get(record["status"], 0) + 1
     info: dict[str, Any] = {
@@ -64,9 +70,26 @@ def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]
     return info
 
 
-def file_view(fields: dict[str, str]) -> dict[str, Any]:
+def summary(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report (``collect_status``) as ``dropvec status`` prints it: a label and a line each."""
+    f, rate, t = info["files"], info["chunks_per_second"], info["totals"]
+    return [
+        ("services", f"Redis {info['redis_url']}, Milvus {info['milvus_uri']} ({info['collection']!r})"),
+        ("model", info["embed_model"]),
+        ("files", ", ".join(f"{n} {s}" for s, n in f.items())),
+        ("chunks", f"{info['entities']} stored; {info['chunks_embedded']} embedded, "
+                   f"{info['chunks_reused']} reused"),
+        ("queue", f"{info['queue_depth']} task(s) waiting; {info['workers']} worker(s) live"),
+        ("throughput", f"{rate['embedded']} embedded/s, {rate['reused']} reused/s (last minute)"),
+        ("totals", "files " + ", ".join(f"{n} {o}" for o, n in t["files"].items())),
+        ("", "chunks " + ", ".join(f"{n} {o}" for o, n in t["chunks"].items())),
+        ("", f"embedding {t['embed_seconds']:.1f} s, writing {t['write_seconds']:.1f} s; "
+             f"{t['task_retries']:.0f} task retries, {t['task_failures']:.0f} task failures"),
+    ]  # fmt: skip
+
+
+def file_view(r: FileRecord) -> dict[str, Any]:
     """A file's state as ``status --json --files`` shows it."""
-    r = FileRecord.of(fields)
     return {
         "path": r.path,
         "status": str(r.status or ""),
@@ -86,8 +109,8 @@ def follow_run(
     *,
     timeout: float | None,
     stop: threading.Event,
-    on_progress: Callable[[Any], None],
-) -> tuple[Any, Literal["finished", "timed out", "stopped"]]:
+    on_progress: Callable[[RunProgress], None],
+) -> tuple[RunProgress, Ended]:
     """Poll a run's progress (``on_progress`` each time) until its every file is done,
     ``timeout`` passes or ``stop`` is set; the last progress, and which of the three it was."""
     from dropvec.ledger.state import StateStore

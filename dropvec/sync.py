@@ -1,4 +1,5 @@
-"""Keeping a folder in sync: the service behind ``dropvec watch`` and ``dropvec up``.
+"""Bringing folders in line with the index: ``ingest`` (a pass, and with ``wait`` its run
+followed to the end) and ``keep_in_sync``, the service behind ``dropvec watch`` and ``dropvec up``.
 
 The folder is reconciled once the watch is in place (nothing that happens from then on is
 missed), then every settled change goes to the producer until ``stop``. A pass that fails (a
@@ -11,28 +12,93 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from dropvec.config.errors import DropvecError
+from dropvec.config.records import Outcome
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import pipeline_registry, serve
+from dropvec.ledger.state import RunProgress, StateStore
 from dropvec.producer.enqueue import IngestReport, Producer
 from dropvec.producer.watch import watch_folder
+from dropvec.status import Ended, follow_run, live_workers
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """A pass over some paths and, if it was waited for, how its run ended."""
+
+    report: IngestReport
+    progress: RunProgress | None = None
+    ended: Ended | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Asked to stop before every file was read, or while waiting."""
+        return bool(self.report.not_read) or self.ended == "stopped"
+
+    @property
+    def failed(self) -> bool:
+        """A file failed (in the pass, or in the workers), or waiting timed out."""
+        if self.progress is None:
+            return bool(self.report.count(Outcome.FAILED))
+        return self.ended == "timed out" or self.progress.files_failed > 0
+
+
+class IngestView(Protocol):
+    """What shows a pass (the terminal's ``dropvec.render`` is one)."""
+
+    def outcomes(self, report: IngestReport) -> None: ...
+
+    def waiting(self, live_workers: list[str]) -> AbstractContextManager[Callable[[RunProgress], None]]:
+        """Shown while the run is followed; yields the function told of each progress."""
+        ...
+
+
+def failed_paths(settings: Settings) -> list[Path]:
+    """The files whose last attempt failed."""
+    return [Path(p) for p in StateStore.from_settings(settings).failed_paths()]
+
+
+def ingest(
+    settings: Settings,
+    targets: list[Path],
+    stop: threading.Event,
+    *,
+    force: bool,
+    wait: bool,
+    timeout: float,
+    view: IngestView,
+) -> Ingested:
+    """One pass over ``targets`` (its outcomes shown by ``view``); with ``wait``, its run followed
+    until every chunk is written, ``timeout`` (0: none) or ``stop``."""
+    report = Producer.from_settings(settings, stop).ingest(targets, force=force)
+    view.outcomes(report)
+    if report.not_read or not (wait and report.count(Outcome.QUEUED)):
+        return Ingested(report)
+    with view.waiting(live_workers(settings)) as update:
+        p, ended = follow_run(settings, report.run_id, timeout=timeout or None, stop=stop, on_progress=update)
+    return Ingested(report, p, ended)
+
+
 def keep_in_sync(
     settings: Settings,
-    producer: Producer,
     stop: threading.Event,
     *,
     on_report: Callable[[IngestReport], None],
     on_error: Callable[[Exception], None],
     on_ready: Callable[[], None],
 ) -> None:
-    """Watch ``settings.inbox`` until ``stop``; ``on_ready`` once the first reconciliation is done."""
+    """Watch ``settings.inbox`` (made if missing) until ``stop``; ``on_ready`` once the first
+    reconciliation is done."""
+    producer = Producer.from_settings(settings, stop)
     inbox = settings.inbox.absolute()
+    inbox.mkdir(parents=True, exist_ok=True)
     serve(settings, pipeline_registry(settings), "pipeline")
 
     def sync(paths: list[Path], deleted: list[Path]) -> bool:

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 
 from celery import Celery
@@ -18,11 +19,12 @@ from dropvec.config.errors import InputFileError, ServiceUnavailable, SkippedFil
 from dropvec.config.ids import doc_id_for
 from dropvec.config.messages import EMBED_TASK, EmbedTask
 from dropvec.config.polling import poll
-from dropvec.config.records import UNCHANGED, FileRecord, Outcome, Replaced, retired
+from dropvec.config.records import UNCHANGED, FileRecord, FileStatus, Outcome, Replaced, retired
 from dropvec.config.settings import Settings
-from dropvec.ledger.state import StateStore, Status
+from dropvec.ledger.state import StateStore
 from dropvec.producer.chunk import iter_chunks, warm_up
 from dropvec.producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
+from dropvec.producer.pack import Pack, Packed
 from dropvec.producer.read import is_supported, read_sections
 from dropvec.producer.tokens import load_window
 from dropvec.workers.app import create_app, publishing, send_removal
@@ -55,6 +57,14 @@ class IngestReport:
     @property
     def unchanged(self) -> int:
         return sum(1 for o in self.outcomes if o.reason == UNCHANGED)
+
+    def summary(self) -> str:
+        """The pass's totals, in one line."""
+        return (
+            f"queued {self.count(Outcome.QUEUED)} file(s), {self.chunks} chunk(s); "
+            f"removed {self.count(Outcome.REMOVED)}; skipped {self.count(Outcome.SKIPPED)} "
+            f"({self.unchanged} unchanged), failed {self.count(Outcome.FAILED)}"
+        )
 
 
 class Producer:
@@ -102,19 +112,28 @@ class Producer:
                 for path in expand([root], self.settings.ignore):
                     present.setdefault(path, base)
         gone = self._gone([*roots, *(p.absolute() for p in deleted)], set(present))
-        known = {record.get("path", "") for record in gone.values()}
+        known = {record.path for record in gone.values()}
         busy = open_for_writing(set(present))
         outcomes: list[FileOutcome] = []
-        for done, (path, base) in enumerate(present.items()):
-            try:
+        pack = Pack(
+            self.app, self.state, run_id, self.settings.chunks_per_task,
+            wait_for_room=self._wait_for_room, retire=self._send_removals,
+        )  # fmt: skip
+        try:
+            for path, base in present.items():
                 if self.stop.is_set():
                     raise Stopped
                 outcomes.append(
-                    self.ingest_file(path, run_id, base=base, force=force, renamed_from=gone, busy=busy)
+                    self.ingest_file(
+                        path, run_id, base=base, force=force, renamed_from=gone, busy=busy, pack=pack
+                    )
                 )
-            except Stopped:
-                log.info("stopped: %d file(s) not read", len(present) - done)
-                return self._counted(IngestReport(run_id, outcomes, not_read=len(present) - done))
+            pack.send()
+        except Stopped:
+            unsent = {f.task.file_path for f in pack.files}  # (nothing of them is in the ledger yet)
+            outcomes = [o for o in outcomes if o.path not in unsent]
+            log.info("stopped: %d file(s) not read", len(present) - len(outcomes))
+            return self._counted(IngestReport(run_id, outcomes, not_read=len(present) - len(outcomes)))
         for root in roots:
             if not os.path.lexists(root) and not any(
                 p == str(root) or p.startswith(f"{root}/") for p in known
@@ -139,7 +158,7 @@ class Producer:
         inbox = self.settings.inbox.absolute()
         return inbox if path.is_relative_to(inbox) else path.parent
 
-    def _gone(self, roots: list[Path], present: set[Path]) -> dict[str, dict[str, str]]:
+    def _gone(self, roots: list[Path], present: set[Path]) -> dict[str, FileRecord]:
         """Records of files under ``roots`` that are no longer on disk (or lie behind a link
         now), by doc id."""
         gone = {}
@@ -148,7 +167,7 @@ class Producer:
             for path in self.state.paths_under(str(root)):
                 if Path(path) not in present and not self._is_readable_file(Path(path), base):
                     doc_id = doc_id_for(path)
-                    gone[doc_id] = self.state.get_file(doc_id)
+                    gone[doc_id] = self.state.record(doc_id) or FileRecord(path=path)
         return gone
 
     @staticmethod
@@ -158,13 +177,12 @@ class Producer:
         except ValueError:  # not below base
             return path.is_file()
 
-    def _remove_gone(self, doc_id: str, record: dict[str, str]) -> FileOutcome:
-        self.state.forget_file(doc_id, record.get("path", ""))
-        generation = int(record.get("generation") or 0)
-        if generation:
-            self._send_removals(record.get("path", ""), [Replaced(doc_id, generation + 1)])
-        log.info("removed %s", record.get("path"))
-        return FileOutcome(record.get("path", ""), Outcome.REMOVED)
+    def _remove_gone(self, doc_id: str, record: FileRecord) -> FileOutcome:
+        self.state.forget_file(doc_id, record.path)
+        if record.generation:
+            self._send_removals(record.path, [Replaced(doc_id, record.generation + 1)])
+        log.info("removed %s", record.path)
+        return FileOutcome(record.path, Outcome.REMOVED)
 
     def ingest_file(
         self,
@@ -173,10 +191,12 @@ class Producer:
         *,
         base: Path | None = None,
         force: bool = False,
-        renamed_from: dict[str, dict[str, str]] | None = None,
+        renamed_from: dict[str, FileRecord] | None = None,
         busy: set[Path] | frozenset[Path] = frozenset(),
+        pack: Pack | None = None,
     ) -> FileOutcome:
-        """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready.
+        """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready. With a
+        ``pack``, a file of fewer chunks than a task holds is read whole and goes in the pack.
 
         ``base``: no part of ``path`` below it may be a symbolic link (default: ``base_of(path)``).
         ``renamed_from``: records of files gone from disk; one with this file's content is taken
@@ -194,18 +214,21 @@ class Producer:
         chunks = tasks = generation = 0
         sha = moved_from = ""
         replaces: list[Replaced] = []
+        packed: Packed | None = None
         try:
             before = signature(path)
             sha = self._hash(path, base)
-            previous = self.state.get_file(doc_id)
-            if not force and FileRecord.of(previous).holds(sha, self.settings.model_key):
+            previous = self.state.record(doc_id)
+            if not force and previous and previous.holds(sha, self.settings.model_key):
                 raise SkippedFile(path, UNCHANGED)
             if path in busy:  # (an unchanged file held open stays as it is, above)
                 raise SkippedFile(path, "open for writing by another process: still being written")
             replaces, moved_from = self._take_over(renamed_from or {}, sha)
             sections = read_sections(path)
             generation = self.state.next_generation()
-            if previous.get("generation"):  # older versions may be stored: remove them once this one is in
+            if (
+                previous and previous.generation
+            ):  # older versions may be stored: remove them once this one is in
                 replaces.insert(0, Replaced(doc_id, generation))
             batches = chunked(
                 iter_chunks(
@@ -220,25 +243,34 @@ class Producer:
                 ),
                 self.settings.chunks_per_task,
             )
-            with publishing(self.app) as send:
-                for batch in batches:
-                    _unchanged_since(path, before, base)
-                    self._wait_for_room()
-                    if tasks == 0:
-                        self.state.file_started(
-                            run_id, doc_id, path=str(path), sha256=sha, model=self.settings.model_key,
-                            generation=generation, replaces=replaces,
+            head = list(islice(batches, 2))  # (one batch only: a small file)
+            if pack is not None and len(head) == 1 and pack.fits(len(head[0])):
+                _unchanged_since(path, before, base)
+                task = EmbedTask(
+                    run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
+                    task_index=0, chunks=head[0],
+                )  # fmt: skip
+                packed = Packed(task, sha, self.settings.model_key, tuple(replaces))
+            else:
+                with publishing(self.app) as send:
+                    for batch in chain(head, batches):
+                        _unchanged_since(path, before, base)
+                        self._wait_for_room()
+                        if tasks == 0:
+                            self.state.file_started(
+                                run_id, doc_id, path=str(path), sha256=sha, model=self.settings.model_key,
+                                generation=generation, replaces=replaces,
+                            )  # fmt: skip
+                        task = EmbedTask(
+                            run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
+                            task_index=tasks, chunks=batch,
                         )  # fmt: skip
-                    task = EmbedTask(
-                        run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                        task_index=tasks, chunks=batch,
-                    )  # fmt: skip
-                    send(EMBED_TASK, task.model_dump(mode="json"))
-                    chunks += len(batch)
-                    tasks += 1
-            _unchanged_since(path, before, base)
-            if tasks == 0:
-                raise SkippedFile(path, "no text to index")
+                        send(EMBED_TASK, task.model_dump(mode="json"))
+                        chunks += len(batch)
+                        tasks += 1
+                _unchanged_since(path, before, base)
+                if tasks == 0:
+                    raise SkippedFile(path, "no text to index")
         except InputFileError as exc:
             started = tasks > 0
             return self._ended_early(exc, run_id, doc_id, path, sha, generation, started, replaces)
@@ -251,10 +283,13 @@ class Producer:
             log.debug("unexpected error on %s", path, exc_info=True)
             failure = UnreadableFile(path, f"unexpected error, see the log: {type(exc).__name__}: {exc}")
             return self._ended_early(failure, run_id, doc_id, path, sha, generation, tasks > 0, replaces)
-        if self.state.file_enqueued(run_id, doc_id, generation=generation, chunks=chunks, tasks=tasks):
+        if packed is not None and pack is not None:  # (it is started and sent with its pack)
+            pack.add(packed)
+            chunks, tasks = len(packed.task.chunks), 1
+        elif self.state.file_enqueued(run_id, doc_id, generation=generation, chunks=chunks, tasks=tasks):
             # every task was done before the last one was sent: retire what this version replaces
             self._send_removals(str(path), replaces)
-        log.info("queued %s: %d chunks in %d tasks", path, chunks, tasks)
+        log.info("queued %s: %d chunks in %d task(s)", path, chunks, tasks)
         moved = f"moved from {moved_from}" if moved_from else ""
         return FileOutcome(str(path), Outcome.QUEUED, reason=moved, chunks=chunks)
 
@@ -272,13 +307,13 @@ class Producer:
         """A file skipped or failed here. Unless it is unchanged, its older chunks are removed:
         what is searchable is what the folder holds now."""
         gone = isinstance(exc, (NoSuchFile, Vanished))
-        if gone and (record := self.state.get_file(doc_id)):
+        if gone and (record := self.state.record(doc_id)):
             # deleted while this pass ran: what its new version was to replace goes too
             self._send_removals(str(path), [r for r in replaces if r.doc_id != doc_id])
             return self._remove_gone(doc_id, record)
-        status: Status = "skipped" if isinstance(exc, SkippedFile) else "failed"
+        status = FileStatus.SKIPPED if isinstance(exc, SkippedFile) else FileStatus.FAILED
         unchanged = exc.reason == UNCHANGED
-        previous = 0 if unchanged else int(self.state.get_file(doc_id).get("generation") or 0)
+        previous = 0 if unchanged else (self.state.record(doc_id) or FileRecord()).generation
         self.state.file_ended_early(
             run_id, doc_id, path=str(path), status=status, reason=exc.reason, sha256=sha,
             model=self.settings.model_key, generation=generation or previous, started=started,
@@ -296,7 +331,7 @@ class Producer:
         shown = os.fsencode(path).decode("utf-8", "replace")
         reason = "the file name is not valid UTF-8: rename the file"
         self.state.file_ended_early(
-            run_id, "", path=shown, status="skipped", reason=reason, keep_file_state=True
+            run_id, "", path=shown, status=FileStatus.SKIPPED, reason=reason, keep_file_state=True
         )  # fmt: skip
         log.info("skipped %s: %s", shown, reason)
         return FileOutcome(shown, Outcome.SKIPPED, reason)
@@ -332,14 +367,14 @@ class Producer:
         except OSError as exc:
             raise UnreadableFile(path, f"cannot open: {exc.strerror or exc}") from exc
 
-    def _take_over(self, gone: dict[str, dict[str, str]], sha: str) -> tuple[list[Replaced], str]:
+    def _take_over(self, gone: dict[str, FileRecord], sha: str) -> tuple[list[Replaced], str]:
         """A gone file with content ``sha`` (by this model) becomes this file's previous name:
         what it replaces, and the old path."""
         for doc_id, record in gone.items():
-            if FileRecord.of(record).holds(sha, self.settings.model_key):
+            if record.holds(sha, self.settings.model_key):
                 del gone[doc_id]
-                self.state.forget_file(doc_id, record["path"])
-                return [Replaced(doc_id, int(record["generation"]) + 1)], record["path"]
+                self.state.forget_file(doc_id, record.path)
+                return [Replaced(doc_id, record.generation + 1)], record.path
         return [], ""
 
     def _send_removals(self, path: str, targets: list[Replaced]) -> None:

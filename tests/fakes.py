@@ -17,7 +17,15 @@ from typing import Any
 
 import fakeredis
 
-from dropvec.config.messages import EMBED_TASK, REMOVE_TASK, EmbedTask, RemoveTask
+from dropvec.config.errors import ServiceUnavailable
+from dropvec.config.messages import (
+    EMBED_FILES_TASK,
+    EMBED_TASK,
+    REMOVE_TASK,
+    EmbedTask,
+    FilesTask,
+    RemoveTask,
+)
 from dropvec.ledger.state import StateStore
 
 
@@ -105,14 +113,30 @@ class FakeEmbedder:
 
 def deliver(queue: MemoryQueue, runtime: Any, *, twice: bool = False) -> int:
     """Hand every queued task to ``runtime`` as a worker would (``twice``: each delivered twice,
-    as after a lost acknowledgement), until the queue is empty; how many were handed."""
+    as after a lost acknowledgement), until the queue is empty; how many were handed. A task that
+    raises other than for a service down gives up, as Celery's ``on_failure`` has it do."""
+
+    def requeue(parts: Sequence[EmbedTask]) -> None:
+        queue.sent.extend((EMBED_TASK, part.model_dump(mode="json")) for part in parts)
+
     handed = 0
     while batch := queue.take():
         for name, message in batch:
             for _ in range(2 if twice else 1):
                 if name == EMBED_TASK:
-                    runtime.process(EmbedTask.model_validate(message))
+                    task = EmbedTask.model_validate(message)
+                    try:
+                        runtime.process(task)
+                    except ServiceUnavailable:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 (the task gives up)
+                        for removal in runtime.give_up([task], f"{type(exc).__name__}: {exc}"):
+                            queue.sent.append((REMOVE_TASK, removal.model_dump(mode="json")))
+                elif name == EMBED_FILES_TASK:
+                    runtime.process_pack(FilesTask.model_validate(message).parts, requeue)
                 elif name == REMOVE_TASK:
                     runtime.remove(RemoveTask.model_validate(message))
+                else:
+                    raise AssertionError(f"a task nobody takes: {name}")
                 handed += 1
     return handed

@@ -5,6 +5,8 @@
 ``onnx-int8``  that export with int8 dynamic quantisation: per-channel weights, MatMuls only (the
                embeddings, LayerNorm, softmax and GELU stay fp32), with the instruction set the CPU
                has (AVX-512 VNNI, AVX2 or ARM64). ``bench.quality`` measures what it costs.
+``openvino``   the fp32 export on OpenVINO's CPU runtime, in bf16 where the CPU has it
+               (``ov_backend``): on such CPUs about twice the speed of ``onnx-int8``.
 
 ONNX exports are built from the model's own local weights, offline, once per machine, into
 ``cache_dir``: the first worker to need one builds it under a file lock while the others wait.
@@ -21,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
 from dropvec.config.errors import ConfigError
@@ -33,7 +36,7 @@ RECIPE_VERSION = 1
 QUANTIZED_FILE = "model_qint8.onnx"
 
 
-def load_embedder(settings: Settings) -> HuggingFaceEmbedding:
+def load_embedder(settings: Settings) -> BaseEmbedding:
     """Load the configured model, with the thread count of one worker process."""
     import torch
 
@@ -53,7 +56,27 @@ def load_embedder(settings: Settings) -> HuggingFaceEmbedding:
         "text_instruction": get_text_instruct_for_model_name(settings.embed_model_path),
     }
     model_name = settings.embed_model_path
-    if backend != "torch":
+    if backend == "openvino":
+        if device != "cpu":
+            raise ConfigError(
+                f"the openvino backend runs on the CPU: set DROPVEC_EMBED_BACKEND=torch for {device}"
+            )
+        from dropvec.workers.ov_backend import OpenVINOEmbedding
+
+        try:
+            ov = OpenVINOEmbedding(
+                export_onnx(settings), "onnx/model.onnx", threads, embed_batch_size=settings.embed_batch_size,
+                **options,
+            )  # fmt: skip
+        except ConfigError as exc:
+            if settings.embed_backend != "auto":
+                raise
+            log.warning("%s; using the torch backend", exc)
+            backend = "torch"
+        else:
+            log.info("loaded %s (openvino) on cpu with %d threads", settings.embed_model, threads)
+            return ov
+    if backend not in ("torch", "openvino"):
         if device != "cpu":
             raise ConfigError(
                 f"the {backend} backend runs on the CPU: set DROPVEC_EMBED_BACKEND=torch for {device}"
@@ -77,8 +100,10 @@ def load_embedder(settings: Settings) -> HuggingFaceEmbedding:
     return model
 
 
-def embedding_dim(model: HuggingFaceEmbedding) -> int:
+def embedding_dim(model: BaseEmbedding) -> int:
     """The model's output dimension, asked of the model itself."""
+    if not isinstance(model, HuggingFaceEmbedding):
+        return len(model.get_text_embedding("dimension probe"))
     st = model._model  # sentence-transformers renamed the method (5.2); either answers the same
     dim = (
         st.get_embedding_dimension()

@@ -10,12 +10,12 @@ from typing import Protocol
 
 from llama_index.core.schema import BaseNode
 
-from dropvec.config.errors import MilvusUnavailable, mapping
+from dropvec.config.errors import MilvusUnavailable, ServiceUnavailable, mapping
 from dropvec.config.messages import EmbedTask, RemoveTask, embed_hash, embedded_text, to_node
-from dropvec.config.records import TaskCount, retired
+from dropvec.config.records import FileRecord, FileStatus, TaskCount, retired
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import WorkerMetrics
-from dropvec.ledger.state import StateStore
+from dropvec.ledger.state import StateStore, TaskDone
 from dropvec.workers.embed import embedding_dim, load_embedder
 from dropvec.workers.loop import LoopThread
 from dropvec.workers.store import ChunkWriter, ensure_collection, iter_embed_hashes, open_store
@@ -85,34 +85,42 @@ class WorkerRuntime:
         self.metrics.write_seconds.observe(seconds)
         self.write_seconds += seconds
 
-    @_late_writes
     def process(self, task: EmbedTask) -> int:
-        """Write the task's chunks, embedding only those whose vector is not stored already.
+        """Write one task's chunks (see ``process_many``); how many were written."""
+        return self.process_many([task])
+
+    @_late_writes
+    def process_many(self, tasks: Sequence[EmbedTask]) -> int:
+        """Write the chunks of ``tasks`` (each of its own file version), embedding only those whose
+        vector is not stored already; how many were written.
 
         Vectors are reused by embed hash (model and exact text), from any file; Milvus is asked
         only for hashes that Redis has seen written (``StoredHashes.may_be_stored``). What must be
-        embedded is embedded batch by batch, each batch written while the next one embeds. When
-        this task completes its file's version, the versions it replaces are removed.
+        embedded is embedded in batches of like length across all the tasks, each batch written
+        while the next one embeds. Each task is counted as its file's own; one that completes its
+        file's version removes the versions that it replaces. A task of a version that is no
+        longer current is dropped (and whatever of it was written meanwhile is deleted).
         """
-        doc_id, generation = task.doc_id, task.generation
-        if not self.state.is_current(doc_id, generation):
-            log.info("dropped task %d of %s: the file changed or is gone", task.task_index, task.file_path)
-            self.metrics.tasks.labels("dropped").inc()
+        live = self._current(tasks)
+        if not live:
             return 0
-        texts = [embedded_text(c, doc_id) for c in task.chunks]
-        hashes = [embed_hash(self.settings.model_key, text) for text in texts]
+        texts = [[embedded_text(c, t.doc_id) for c in t.chunks] for t in live]
+        hashes = [[embed_hash(self.settings.model_key, text) for text in ts] for ts in texts]
         nodes = [
-            to_node(c, doc_id, generation=generation, embed_hash=h)
-            for c, h in zip(task.chunks, hashes, strict=True)
+            to_node(c, t.doc_id, generation=t.generation, embed_hash=h)
+            for t, hs in zip(live, hashes, strict=True)
+            for c, h in zip(t.chunks, hs, strict=True)
         ]
-        known = self.state.hashes.may_be_stored(self.settings.collection, sorted(set(hashes)))
+        every = sorted({h for hs in hashes for h in hs})
+        known = self.state.hashes.may_be_stored(self.settings.collection, every)
         vectors = self.loop.run(self.writer.stored_vectors(known), WRITE_TIMEOUT_SECONDS) if known else {}
-        todo = {h: text for h, text in zip(hashes, texts, strict=True) if h not in vectors}
+        todo = {h: text for ts, hs in zip(texts, hashes, strict=True) for h, text in zip(hs, ts, strict=True)}
+        todo = {h: text for h, text in todo.items() if h not in vectors}
         pending = []
         embed_seconds, write_seconds_before = 0.0, self.write_seconds
 
         def write(keys: set[str]) -> None:
-            ready = [n for n, h in zip(nodes, hashes, strict=True) if h in keys]
+            ready = [n for n in nodes if n.metadata["embed_hash"] in keys]
             for node in ready:
                 node.embedding = vectors[node.metadata["embed_hash"]]
             if ready:
@@ -128,35 +136,96 @@ class WorkerRuntime:
             embed_seconds += seconds
             vectors.update(zip(batch, embedded, strict=True))
             write(set(batch))
-        written = sum(f.result(WRITE_TIMEOUT_SECONDS) for f in pending)
+        for f in pending:
+            f.result(WRITE_TIMEOUT_SECONDS)
         self.state.hashes.add(self.settings.collection, todo)
         work: dict[str, float] = {
             "embed_seconds": embed_seconds,
             "write_seconds": self.write_seconds - write_seconds_before,
         }
-        if not self.state.is_current(doc_id, generation):
-            # replaced or deleted while this task wrote: its rows must not outlive that
-            self.loop.run(self.writer.delete_ids([n.node_id for n in nodes]), WRITE_TIMEOUT_SECONDS)
-            self.state.counters.count(work)
-            self.metrics.tasks.labels("dropped").inc()
-            return 0
-        outcome = self.state.task_done(
-            task.run_id, doc_id, generation, task.task_index,
-            chunks=written, embedded=len(todo), reused=written - len(todo),
-        )  # fmt: skip
-        if outcome:  # counted once, however often the task was delivered
-            work.update({"chunks:embedded": len(todo), "chunks:reused": written - len(todo)})
+        kept = self._count(live, hashes, set(todo), work)
         self.state.counters.count(work)
-        self.metrics.tasks.labels("done").inc()
-        self.metrics.chunks.labels("embedded").inc(len(todo))
-        self.metrics.chunks.labels("reused").inc(written - len(todo))
-        repeat_of_indexed = (
-            outcome == TaskCount.NOT_COUNTED and self.state.get_file(doc_id).get("status") == "indexed"
-        )
-        if outcome == TaskCount.FILE_INDEXED or repeat_of_indexed:
-            # (a repeat retires again: the first try may have failed half-way)
-            self.retire(doc_id)
-        return written
+        return kept
+
+    def process_pack(self, tasks: Sequence[EmbedTask], requeue: Callable[[Sequence[EmbedTask]], None]) -> int:
+        """``process_many`` for the tasks of several files sent as one. Should that fail other
+        than by a service going down, each is handed to ``requeue``, to be queued as a task of its
+        own: a file fails alone."""
+        try:
+            return self.process_many(tasks)
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 (whatever it was, the files are tried one by one)
+            log.warning("a task of %d files failed (%s: %s): each is queued on its own", len(tasks),
+                        type(exc).__name__, exc)  # fmt: skip
+            requeue(tasks)
+            return 0
+
+    def give_up(self, tasks: Sequence[EmbedTask], reason: str) -> list[RemoveTask]:
+        """A task has given up: each of its files is failed with ``reason``, and none of it may
+        stay searchable (neither the part of this version already written nor the versions it
+        was to replace); the removals to send."""
+        self.metrics.tasks.labels("failed").inc()
+        removals = []
+        for task in tasks:
+            failed = self.state.task_failed(task.run_id, task.doc_id, task.generation, task.file_path, reason)
+            self.state.counters.count(
+                {"task_failures": 1, "chunks:failed": len(task.chunks), "files:failed": int(failed)}
+            )
+            if failed:
+                targets = retired(task.doc_id, self.state.replaced_by(task.doc_id), failed_at=task.generation)
+                removals += [t.task(task.file_path) for t in targets]
+        return removals
+
+    def _current(self, tasks: Sequence[EmbedTask]) -> list[EmbedTask]:
+        """The tasks of current file versions; the others are dropped."""
+        current = self.state.current([(t.doc_id, t.generation) for t in tasks])
+        for task, keep in zip(tasks, current, strict=True):
+            if not keep:
+                log.info(
+                    "dropped task %d of %s: the file changed or is gone", task.task_index, task.file_path
+                )
+                self.metrics.tasks.labels("dropped").inc()
+        return [t for t, keep in zip(tasks, current, strict=True) if keep]
+
+    def _count(
+        self, tasks: list[EmbedTask], hashes: list[list[str]], embedded: set[str], work: dict[str, float]
+    ) -> int:
+        """Count each written task once in the ledger (a vector embedded here counts as embedded
+        for the first task that holds it, reused for the others); a task whose version was
+        replaced while it was written has its rows deleted instead. The chunks of those kept."""
+        still = self.state.current([(t.doc_id, t.generation) for t in tasks])
+        for task, keep in zip(tasks, still, strict=True):
+            if not keep:  # replaced or deleted while this task wrote: its rows must not outlive that
+                ids = [c.id for c in task.chunks]
+                self.loop.run(self.writer.delete_ids(ids), WRITE_TIMEOUT_SECONDS)
+                self.metrics.tasks.labels("dropped").inc()
+        done, fresh = [], set(embedded)
+        for task, hs, keep in zip(tasks, hashes, still, strict=True):
+            if keep:
+                mine = fresh.intersection(hs)
+                fresh -= mine
+                n = len(task.chunks)
+                done.append((task, TaskDone(
+                    task.run_id, task.doc_id, task.generation, task.task_index,
+                    chunks=n, embedded=len(mine), reused=n - len(mine),
+                )))  # fmt: skip
+        outcomes = self.state.tasks_done([d for _, d in done])
+        for (task, d), outcome in zip(done, outcomes, strict=True):
+            if outcome:  # counted once, however often the task was delivered
+                work["chunks:embedded"] = work.get("chunks:embedded", 0) + d.embedded
+                work["chunks:reused"] = work.get("chunks:reused", 0) + d.reused
+            self.metrics.tasks.labels("done").inc()
+            self.metrics.chunks.labels("embedded").inc(d.embedded)
+            self.metrics.chunks.labels("reused").inc(d.reused)
+            repeat_of_indexed = (
+                outcome == TaskCount.NOT_COUNTED
+                and (self.state.record(task.doc_id) or FileRecord()).status == FileStatus.INDEXED
+            )
+            if outcome == TaskCount.FILE_INDEXED or repeat_of_indexed:
+                # (a repeat retires again: the first try may have failed half-way)
+                self.retire(task.doc_id)
+        return sum(d.chunks for _, d in done)
 
     def retire(self, doc_id: str) -> None:
         """The file's current version is indexed: remove what it replaces (its own older

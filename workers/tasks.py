@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
-from typing import Any
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from celery import Task, shared_task
 from celery.signals import task_retry, worker_ready
@@ -13,65 +16,100 @@ from celery.utils.nodenames import default_nodename, host_format
 from pydantic import ValidationError
 
 from dropvec.config.errors import RedisUnavailable, ServiceUnavailable
-from dropvec.config.messages import EMBED_TASK, REMOVE_TASK, EmbedTask, RemoveTask
-from dropvec.config.records import retired
+from dropvec.config.messages import (
+    EMBED_FILES_TASK,
+    EMBED_TASK,
+    REMOVE_TASK,
+    EmbedTask,
+    FilesTask,
+    RemoveTask,
+)
 from dropvec.config.settings import Settings
-from dropvec.workers.app import create_app, run_worker, send_removal
+from dropvec.workers.app import create_app, publishing, run_worker, send_removal
 from dropvec.workers.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
 #: Failures of a service rather than of the input (each adapter raises them, and only them):
-#: retried with exponential backoff and jitter.
+#: waited out (``wait_out``).
 TRANSIENT_ERRORS = (ServiceUnavailable,)
 
 
 class EmbedTaskBase(Task):  # type: ignore[misc]
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        """The task has given up: its file is failed, with the reason, and none of it stays searchable
-        (neither the part of this version already written nor the versions it was to replace)."""
+        """The task has given up: its file (each of its files) is failed, with the reason."""
         runtime = get_runtime(self.app.dropvec_settings)
-        runtime.metrics.tasks.labels("failed").inc()
-        state = runtime.state
         try:
-            message = EmbedTask.model_validate(args[0])
+            parts = _parts(args[0])
         except (ValidationError, IndexError):
             log.error("task %s failed with an undecodable message: %s", task_id, exc)
-            state.counters.count({"task_failures": 1})
+            runtime.metrics.tasks.labels("failed").inc()
+            runtime.state.counters.count({"task_failures": 1})
             return
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        failed = state.task_failed(
-            message.run_id, message.doc_id, message.generation, message.file_path, reason
-        )
-        state.counters.count(
-            {"task_failures": 1, "chunks:failed": len(message.chunks), "files:failed": int(failed)}
-        )
-        if failed:
-            targets = retired(message.doc_id, state.replaced_by(message.doc_id), failed_at=message.generation)
-            for target in targets:
-                send_removal(self.app, target.task(message.file_path))
+        for removal in runtime.give_up(parts, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]):
+            send_removal(self.app, removal)
 
 
-#: How a task is retried after a transient error: exponential backoff, with jitter, up to a minute.
-RETRY_POLICY: dict[str, Any] = {
-    "autoretry_for": TRANSIENT_ERRORS,
-    "retry_backoff": 2,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-}
+def _parts(message: dict[str, Any]) -> list[EmbedTask]:
+    """The file tasks a message holds (one, or the parts of a ``FilesTask``)."""
+    if "parts" in message:
+        return list(FilesTask.model_validate(message).parts)
+    return [EmbedTask.model_validate(message)]
 
 
-@shared_task(name=EMBED_TASK, base=EmbedTaskBase, bind=True, acks_late=True, max_retries=8, **RETRY_POLICY)
-def embed_chunks(self: Task, message: dict[str, Any]) -> int:
+#: The longest wait between two tries of a task whose service is down (at most half the lease).
+RETRY_BACKOFF_MAX_SECONDS = 60
+
+
+def wait_out(task: Task, exc: ServiceUnavailable, since: float, *, forever: bool = False) -> NoReturn:
+    """Retry ``task`` after a service error: exponential backoff with jitter, for as long as
+    DROPVEC_OUTAGE_SECONDS from the first failure (``since``; ``forever``: however long), then
+    give up with ``exc``. A try is never put off past half the lease: a retry waiting its turn in
+    a worker is an unacknowledged message, which the broker would hand out again after the lease."""
+    settings = task.app.dropvec_settings
+    since = since or time.time()
+    if not forever and time.time() - since > settings.outage_seconds:
+        raise exc
+    cap = min(RETRY_BACKOFF_MAX_SECONDS, settings.task_lease_seconds / 2)
+    backoff = min(cap, 2.0 ** (task.request.retries + 1))
+    kwargs = {**(task.request.kwargs or {}), "outage_since": since}
+    # (the tasks have max_retries=None: no count of tries limits them, the outage's length does)
+    raise task.retry(exc=exc, countdown=random.uniform(backoff / 2, backoff), kwargs=kwargs)
+
+
+@shared_task(name=EMBED_TASK, base=EmbedTaskBase, bind=True, acks_late=True, max_retries=None)
+def embed_chunks(self: Task, message: dict[str, Any], outage_since: float = 0.0) -> int:
     task = EmbedTask.model_validate(message)
-    return get_runtime(self.app.dropvec_settings).process(task)
+    try:
+        return get_runtime(self.app.dropvec_settings).process(task)
+    except TRANSIENT_ERRORS as exc:
+        wait_out(self, exc, outage_since)
+
+
+@shared_task(name=EMBED_FILES_TASK, base=EmbedTaskBase, bind=True, acks_late=True, max_retries=None)
+def embed_files(self: Task, message: dict[str, Any], outage_since: float = 0.0) -> int:
+    """The tasks of several small files, embedded as one batch (``WorkerRuntime.process_pack``)."""
+
+    def requeue(parts: Sequence[EmbedTask]) -> None:
+        with publishing(self.app) as send:
+            for part in parts:
+                send(EMBED_TASK, part.model_dump(mode="json"))
+
+    pack = FilesTask.model_validate(message)
+    try:
+        return get_runtime(self.app.dropvec_settings).process_pack(pack.parts, requeue)
+    except TRANSIENT_ERRORS as exc:
+        wait_out(self, exc, outage_since)
 
 
 # A removal is retried for as long as it takes: stale chunks must not outlive an outage.
-@shared_task(name=REMOVE_TASK, bind=True, acks_late=True, max_retries=None, **RETRY_POLICY)
-def remove_chunks(self: Task, message: dict[str, Any]) -> int:
+@shared_task(name=REMOVE_TASK, bind=True, acks_late=True, max_retries=None)
+def remove_chunks(self: Task, message: dict[str, Any], outage_since: float = 0.0) -> int:
     task = RemoveTask.model_validate(message)
-    return get_runtime(self.app.dropvec_settings).remove(task)
+    try:
+        return get_runtime(self.app.dropvec_settings).remove(task)
+    except TRANSIENT_ERRORS as exc:
+        wait_out(self, exc, outage_since, forever=True)
 
 
 @task_retry.connect

@@ -31,18 +31,18 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
 from dropvec.config.ids import doc_id_for
-from dropvec.config.records import LIVE, Replaced, TaskCount
+from dropvec.config.records import LIVE, FileRecord, FileStatus, Replaced, TaskCount
 from dropvec.config.settings import KEY_PREFIX, QUEUE, Settings
 from dropvec.ledger import redis_boundary
 from dropvec.ledger.counters import Counters
 from dropvec.ledger.hashes import StoredHashes
+from dropvec.ledger.scripts import FILE_ENQUEUED, TASK_DONE
 
-Status = Literal["queued", "indexing", "indexed", "skipped", "failed"]
 #: What :meth:`StateStore.task_done` returns when the task made its file indexed.
 FILE_INDEXED = TaskCount.FILE_INDEXED
 #: How long run bookkeeping outlives its last update.
@@ -52,54 +52,30 @@ FAILURES_KEPT = 100
 #: Throughput is counted per minute and kept this long.
 RATE_TTL_SECONDS = 3600
 
-# A file is indexed once every one of its tasks is counted and its task count is known (the
-# producer sets it after the last task is sent: tasks leave while the file is still being split).
-# Returns 2 when this call made the file indexed.
-_MAYBE_INDEXED = """
-local tasks = tonumber(redis.call('HGET', KEYS[2], 'task_count') or '0')
-if tasks > 0 and redis.call('SCARD', KEYS[1]) >= tasks
-   and redis.call('HGET', KEYS[2], 'status') ~= 'indexed' then
-  redis.call('HSET', KEYS[2], 'status', 'indexed', 'updated_at', ARGV[1], 'indexed_at', ARGV[1],
-             'reason', '')
-  redis.call('HINCRBY', KEYS[3], 'files_done', 1)
-  return 2
-end
-return 1
-"""
 
-# KEYS: done set, file hash, run hash, rate hash.
-# ARGV: now, generation, task_index, chunks, embedded, reused, ttl, rate ttl
-# Returns 0 if the task was counted before or belongs to a replaced version.
-_TASK_DONE = (
-    """
-if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
-local status = redis.call('HGET', KEYS[2], 'status')
-if status ~= 'queued' and status ~= 'indexing' and status ~= 'indexed' then return 0 end
-if redis.call('SADD', KEYS[1], ARGV[3]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-redis.call('HINCRBY', KEYS[4], 'embedded', ARGV[5])
-redis.call('HINCRBY', KEYS[4], 'reused', ARGV[6])
-redis.call('EXPIRE', KEYS[4], ARGV[8])
-redis.call('HINCRBY', KEYS[3], 'chunks_done', ARGV[4])
-redis.call('HINCRBY', KEYS[2], 'chunks_done', ARGV[4])
-redis.call('HINCRBY', KEYS[2], 'chunks_embedded', ARGV[5])
-redis.call('HINCRBY', KEYS[2], 'chunks_reused', ARGV[6])
-if status == 'queued' then
-  redis.call('HSET', KEYS[2], 'status', 'indexing', 'updated_at', ARGV[1])
-end
-"""
-    + _MAYBE_INDEXED
-)
+@dataclass(frozen=True)
+class FileStart:
+    """A file version whose first task is about to be sent (``StateStore.files_started``)."""
 
-# KEYS: done set, file hash, run hash. ARGV: now, generation, tasks, chunks
-_FILE_ENQUEUED = (
-    """
-redis.call('HINCRBY', KEYS[3], 'chunks_total', ARGV[4])
-if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[2], 'task_count', ARGV[3], 'chunks_total', ARGV[4])
-"""
-    + _MAYBE_INDEXED
-)
+    doc_id: str
+    path: str
+    sha256: str
+    model: str
+    generation: int
+    replaces: tuple[Replaced, ...] = ()
+
+
+@dataclass(frozen=True)
+class TaskDone:
+    """A written task, to be counted (``StateStore.tasks_done``)."""
+
+    run_id: str
+    doc_id: str
+    generation: int
+    task_index: int
+    chunks: int
+    embedded: int
+    reused: int
 
 
 @dataclass(frozen=True)
@@ -130,8 +106,8 @@ class StateStore:
         #: The embed hashes written to each collection, and the running totals: each its own.
         self.hashes = StoredHashes(client)
         self.counters = Counters(client)
-        self._task_done = client.register_script(_TASK_DONE)
-        self._file_enqueued = client.register_script(_FILE_ENQUEUED)
+        self._task_done = client.register_script(TASK_DONE)
+        self._file_enqueued = client.register_script(FILE_ENQUEUED)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StateStore:
@@ -163,7 +139,13 @@ class StateStore:
 
     # files
     def get_file(self, doc_id: str) -> dict[str, str]:
+        """The file's hash as stored (for tools and tests; the layers above use :meth:`record`)."""
         return dict(self.r.hgetall(self.file_key(doc_id)))  # type: ignore[arg-type]
+
+    def record(self, doc_id: str) -> FileRecord | None:
+        """The file's record, or None if it has none."""
+        fields = self.get_file(doc_id)
+        return FileRecord.of(fields) if fields else None
 
     def next_generation(self) -> int:
         """A file version number never handed out before, to any file."""
@@ -171,8 +153,17 @@ class StateStore:
 
     def is_current(self, doc_id: str, generation: int) -> bool:
         """Whether ``generation`` is the file's version to keep in the store."""
-        current, status = self.r.hmget(self.file_key(doc_id), ["generation", "status"])  # type: ignore[misc]
-        return current == str(generation) and status in LIVE
+        return self.current([(doc_id, generation)])[0]
+
+    def current(self, versions: Sequence[tuple[str, int]]) -> list[bool]:
+        """``is_current`` for several (doc id, generation), in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for doc_id, _ in versions:
+            pipe.hmget(self.file_key(doc_id), ["generation", "status"])
+        return [
+            current == str(generation) and status in LIVE
+            for (_, generation), (current, status) in zip(versions, pipe.execute(), strict=True)
+        ]
 
     def replaced_by(self, doc_id: str) -> list[Replaced]:
         raw = self.r.hget(self.file_key(doc_id), "replaces")
@@ -192,8 +183,12 @@ class StateStore:
         exact = [root] if self.r.zscore(self.PATHS, root) is not None else []
         return exact + list(inside)  # type: ignore[arg-type]
 
-    def iter_files(self, batch: int = 500) -> Iterator[dict[str, str]]:
+    def records(self) -> Iterator[FileRecord]:
         """Every file record, in path order."""
+        return (FileRecord.of(fields) for fields in self.iter_files())
+
+    def iter_files(self, batch: int = 500) -> Iterator[dict[str, str]]:
+        """Every file's hash as stored, in path order."""
         paths: list[str] = self.r.zrange(self.PATHS, 0, -1)  # type: ignore[assignment]
         for start in range(0, len(paths), batch):
             pipe = self.r.pipeline()
@@ -205,7 +200,7 @@ class StateStore:
 
     def failed_paths(self) -> list[str]:
         """The paths of the files whose last attempt failed."""
-        return [r["path"] for r in self.iter_files() if r.get("status") == "failed"]
+        return [r.path for r in self.records() if r.status == FileStatus.FAILED]
 
     def file_started(
         self,
@@ -219,39 +214,41 @@ class StateStore:
         replaces: Sequence[Replaced] = (),
     ) -> None:
         """A new version's first task is about to be sent; its task count is not known yet."""
+        self.files_started(run_id, [FileStart(doc_id, path, sha256, model, generation, tuple(replaces))])
+
+    def files_started(self, run_id: str, starts: Sequence[FileStart]) -> None:
+        """``file_started`` for several files, in one round trip."""
         now = _now()
         pipe = self.r.pipeline()
-        pipe.hset(
-            self.file_key(doc_id),
-            mapping={
-                "path": path,
-                "status": "queued",
-                "reason": "",
-                "sha256": sha256,
-                "model": model,
-                "generation": generation,
-                "chunks_total": 0,
-                "chunks_done": 0,
-                "chunks_embedded": 0,
-                "chunks_reused": 0,
-                "task_count": 0,
-                "run_id": run_id,
-                "replaces": json.dumps([[r.doc_id, r.below_generation] for r in replaces]),
-                "queued_at": now,
-                "indexed_at": "",
-                "updated_at": now,
-            },
-        )
-        pipe.zadd(self.PATHS, {path: 0})
-        pipe.hincrby(self.run_key(run_id), "files", 1)
+        for f in starts:
+            pipe.hset(
+                self.file_key(f.doc_id),
+                mapping={
+                    "path": f.path, "status": str(FileStatus.QUEUED), "reason": "", "sha256": f.sha256,
+                    "model": f.model, "generation": f.generation, "chunks_total": 0, "chunks_done": 0,
+                    "chunks_embedded": 0, "chunks_reused": 0, "task_count": 0, "run_id": run_id,
+                    "replaces": json.dumps([[r.doc_id, r.below_generation] for r in f.replaces]),
+                    "queued_at": now, "indexed_at": "", "updated_at": now,
+                },
+            )  # fmt: skip
+            pipe.zadd(self.PATHS, {f.path: 0})
+        pipe.hincrby(self.run_key(run_id), "files", len(starts))
         pipe.execute()
 
     def file_enqueued(self, run_id: str, doc_id: str, *, generation: int, chunks: int, tasks: int) -> bool:
         """Every task of the version is sent. True if that made the file indexed (all were done)."""
-        keys = self._file_keys(run_id, doc_id, generation)
-        indexed = self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks]) == 2
-        if indexed:
-            self.counters.count({"files:indexed": 1})
+        return self.files_enqueued(run_id, [(doc_id, generation, chunks, tasks)])[0]
+
+    def files_enqueued(self, run_id: str, sent: Sequence[tuple[str, int, int, int]]) -> list[bool]:
+        """``file_enqueued`` for several files (doc id, generation, chunks, tasks), in one round
+        trip; for each, whether it is now indexed."""
+        pipe = self.r.pipeline()
+        for doc_id, generation, chunks, tasks in sent:
+            keys = self._file_keys(run_id, doc_id, generation)
+            self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks], client=pipe)
+        indexed = [int(r) == 2 for r in pipe.execute()]
+        if any(indexed):
+            self.counters.count({"files:indexed": sum(indexed)})
         return indexed
 
     def file_ended_early(
@@ -260,7 +257,7 @@ class StateStore:
         doc_id: str,
         *,
         path: str,
-        status: Status,
+        status: FileStatus,
         reason: str,
         sha256: str = "",
         model: str = "",
@@ -275,11 +272,11 @@ class StateStore:
         path that does not exist gets no record). ``listed``: named among the run's problems.
         """
         if not keep_file_state:
-            fields: dict[str, Any] = {"path": path, "status": status, "reason": reason, "run_id": run_id}
+            fields: dict[str, Any] = {"path": path, "status": str(status), "reason": reason, "run_id": run_id}
             if sha256:
                 fields.update(sha256=sha256, model=model, generation=generation)
             self._set_file(doc_id, **fields)
-            if status == "failed":
+            if status == FileStatus.FAILED:
                 self._record_failure(path, reason)
         self._count_problem(run_id, path, status, reason, new_file=not started, listed=listed)
 
@@ -299,12 +296,25 @@ class StateStore:
         Returns 0 if it was not counted (a repeat, or a replaced version), 1 if counted, 2 if
         counted and the file is now indexed.
         """
-        keys = [*self._file_keys(run_id, doc_id, generation), self._rate_key(int(time.time() // 60))]
-        args = [_now(), generation, task_index, chunks, embedded, reused, RUN_TTL_SECONDS, RATE_TTL_SECONDS]
-        outcome = TaskCount(int(self._task_done(keys=keys, args=args)))  # type: ignore[arg-type]
-        if outcome == FILE_INDEXED:
-            self.counters.count({"files:indexed": 1})
-        return outcome
+        return self.tasks_done([TaskDone(run_id, doc_id, generation, task_index, chunks, embedded, reused)])[
+            0
+        ]
+
+    def tasks_done(self, done: Sequence[TaskDone]) -> list[TaskCount]:
+        """``task_done`` for several tasks, in one round trip."""
+        rate = self._rate_key(int(time.time() // 60))
+        pipe = self.r.pipeline()
+        for t in done:
+            keys = [*self._file_keys(t.run_id, t.doc_id, t.generation), rate]
+            args: list[str | int] = [
+                _now(), t.generation, t.task_index, t.chunks, t.embedded, t.reused, RUN_TTL_SECONDS,
+                RATE_TTL_SECONDS,
+            ]  # fmt: skip
+            self._task_done(keys=keys, args=args, client=pipe)
+        outcomes = [TaskCount(int(r)) for r in pipe.execute()]
+        if indexed := sum(1 for o in outcomes if o == FILE_INDEXED):
+            self.counters.count({"files:indexed": indexed})
+        return outcomes
 
     def task_failed(self, run_id: str, doc_id: str, generation: int, path: str, reason: str) -> bool:
         """A task gave up: its file version is failed. True if this call failed it (once per version)."""
@@ -312,9 +322,9 @@ class StateStore:
         current, status = self.r.hmget(key, ["generation", "status"])  # type: ignore[misc]
         if current != str(generation) or status not in LIVE:
             return False
-        self._set_file(doc_id, status="failed", reason=reason)
+        self._set_file(doc_id, status=str(FileStatus.FAILED), reason=reason)
         self._record_failure(path, reason)
-        self._count_problem(run_id, path, "failed", reason, new_file=False)
+        self._count_problem(run_id, path, FileStatus.FAILED, reason, new_file=False)
         return True
 
     def _set_file(self, doc_id: str, **fields: Any) -> None:
@@ -341,16 +351,16 @@ class StateStore:
         pipe.execute()
 
     def _count_problem(
-        self, run_id: str, path: str, status: Status, reason: str, *, new_file: bool, listed: bool = True
+        self, run_id: str, path: str, status: FileStatus, reason: str, *, new_file: bool, listed: bool = True
     ) -> None:
         """Count a skipped or failed file in its run; ``listed``: also name it in the run's problems."""
         key = self.run_key(run_id)
         pipe = self.r.pipeline()
         if new_file:
             pipe.hincrby(key, "files", 1)
-        pipe.hincrby(key, "files_failed" if status == "failed" else "files_skipped", 1)
+        pipe.hincrby(key, "files_failed" if status == FileStatus.FAILED else "files_skipped", 1)
         if listed:
-            pipe.rpush(f"{key}:problems", json.dumps({"path": path, "status": status, "reason": reason}))
+            pipe.rpush(f"{key}:problems", json.dumps({"path": path, "status": str(status), "reason": reason}))
             pipe.expire(f"{key}:problems", RUN_TTL_SECONDS)
         pipe.execute()
 

@@ -1,5 +1,5 @@
 """The embedding backends on the real bundled model: the ONNX export gives torch's vectors, and
-int8 passes the quality gate (bench.quality) on the essay's labelled questions."""
+int8 and OpenVINO pass the quality gate (bench.quality) on the essay's labelled questions."""
 
 from __future__ import annotations
 
@@ -9,25 +9,28 @@ import pytest
 
 from bench.core import SEED
 from bench.quality import run
-from dropvec.config.settings import Settings
+from dropvec.config.settings import Settings, cpu_has_bf16
 
 pytestmark = pytest.mark.integration
 
 
-def test_onnx_matches_torch_and_int8_keeps_retrieval_quality() -> None:
+def test_onnx_matches_torch_and_int8_and_openvino_keep_retrieval_quality() -> None:
     settings = Settings(_env_file=None, log_level="WARNING")  # type: ignore[call-arg]
-    torch, onnx, int8 = run(settings, [SEED / "paul_graham_essay.txt"], ("torch", "onnx", "onnx-int8"))
+    backends = ("torch", "onnx", "onnx-int8", "openvino")
+    torch, onnx, int8, ov = run(settings, [SEED / "paul_graham_essay.txt"], backends)
     assert torch["questions"] >= 20
     assert onnx["cosine_to_reference_min"] > 0.9999  # the same model, another runtime
     assert onnx["recall_at_5"] == torch["recall_at_5"]
     assert int8["cosine_to_reference_mean"] > 0.98
     assert int8["cosine_to_reference_min"] > 0.95
     assert int8["gate_holds"], int8  # recall@5 within 1 point of fp32's
+    assert ov["cosine_to_reference_mean"] > 0.99  # (bf16 where the CPU has it, else fp32)
+    assert ov["gate_holds"], ov
 
 
 def test_default_backend_on_a_cpu() -> None:
     bundled = Settings(_env_file=None, device="cpu")  # type: ignore[call-arg]
-    assert bundled.resolved_backend() == "onnx-int8"
+    assert bundled.resolved_backend() == ("openvino" if cpu_has_bf16() else "onnx-int8")
     other = Settings(_env_file=None, device="cpu", embed_model="/some/model")  # type: ignore[call-arg]
     assert other.resolved_backend() == "onnx"  # int8 is gated on the bundled model only
     assert Settings(_env_file=None, device="cuda").resolved_backend() == "torch"  # type: ignore[call-arg]

@@ -4,8 +4,10 @@ the outages."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import fakeredis
@@ -24,6 +26,7 @@ from dropvec.config.errors import (
     one_line,
 )
 from dropvec.config.messages import RemoveTask
+from dropvec.config.settings import Settings
 from dropvec.ledger.state import StateStore
 from dropvec.workers.app import publishing, send_removal
 from dropvec.workers.store import milvus_errors
@@ -99,11 +102,47 @@ def test_other_errors_pass_through_unchanged() -> None:
         bug()
 
 
-def test_celery_retries_exactly_the_outages() -> None:
-    from dropvec.workers.tasks import TRANSIENT_ERRORS, embed_chunks, remove_chunks
+class Retried(Exception):
+    pass
+
+
+class FakeTask:
+    """What ``wait_out`` reads of a bound Celery task, and its ``retry`` recorded."""
+
+    def __init__(self, retries: int, kwargs: dict, **settings: object) -> None:
+        self.app = SimpleNamespace(dropvec_settings=Settings(_env_file=None, **settings))  # type: ignore[call-arg]
+        self.request = SimpleNamespace(retries=retries, kwargs=kwargs)
+        self.retried: dict = {}
+
+    def retry(self, **options: object) -> Exception:
+        self.retried = options
+        return Retried()
+
+
+def test_an_outage_is_waited_out_never_past_half_the_lease_then_the_task_gives_up() -> None:
+    from dropvec.workers.tasks import TRANSIENT_ERRORS, embed_chunks, embed_files, remove_chunks, wait_out
 
     assert TRANSIENT_ERRORS == (ServiceUnavailable,)
-    assert tuple(embed_chunks.autoretry_for) == tuple(remove_chunks.autoretry_for) == TRANSIENT_ERRORS
+    # no count of tries limits a task (Celery's default would be 3): the outage's length does
+    assert embed_chunks.max_retries is embed_files.max_retries is remove_chunks.max_retries is None
+    down = MilvusUnavailable("Milvus: down")
+    # A first failure: tried again soon, the outage's start carried with the task
+    task = FakeTask(0, {}, task_lease_seconds=10)
+    with pytest.raises(Retried):
+        wait_out(task, down, 0.0)  # type: ignore[arg-type]
+    since = task.retried["kwargs"]["outage_since"]
+    assert abs(since - time.time()) < 5 and 1 <= task.retried["countdown"] <= 2
+    # However many tries later, never put off past half the lease (10 s here)
+    late = FakeTask(30, {"outage_since": since}, task_lease_seconds=10)
+    with pytest.raises(Retried):
+        wait_out(late, down, since)  # type: ignore[arg-type]
+    assert late.retried["countdown"] <= 5
+    # Once the outage has lasted DROPVEC_OUTAGE_SECONDS, the task gives up with the outage's error
+    with pytest.raises(MilvusUnavailable):
+        wait_out(FakeTask(9, {}, outage_seconds=60), down, time.time() - 61)  # type: ignore[arg-type]
+    # A removal never does
+    with pytest.raises(Retried):
+        wait_out(FakeTask(9, {}, outage_seconds=60), down, time.time() - 10**6, forever=True)  # type: ignore[arg-type]
 
 
 def test_one_line_folds_a_message_and_names_its_type() -> None:

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("dropvec.__main__", "dropvec.cli", "dropvec.render", "dropvec.api", "dropvec.stack",
                       "dropvec.logs", "dropvec.workers.tasks")),
     ("services", ("dropvec.sync", "dropvec.status", "dropvec.search", "dropvec.answer",
-                  "dropvec.producer.enqueue", "dropvec.workers.runtime")),
+                  "dropvec.producer.enqueue", "dropvec.producer.pack", "dropvec.workers.runtime")),
     ("adapters", ("dropvec.ledger", "dropvec.workers.app", "dropvec.workers.store", "dropvec.workers.embed",
                   "dropvec.workers.loop", "dropvec.producer.watch", "dropvec.producer.files",
                   "dropvec.producer.read")),

@@ -8,6 +8,7 @@ After every step the store must hold exactly the chunks of the files on disk, on
 from __future__ import annotations
 
 import shutil
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,9 @@ import pytest
 
 from dropvec.config.errors import InputFileError
 from dropvec.config.ids import doc_id_for
-from dropvec.config.messages import EMBED_TASK
+from dropvec.config.messages import EMBED_FILES_TASK, EMBED_TASK
 from dropvec.config.records import UNCHANGED
-from dropvec.config.settings import Settings
+from dropvec.config.settings import KEY_PREFIX, QUEUE, Settings
 from dropvec.producer.chunk import iter_chunks
 from dropvec.producer.enqueue import IngestReport, Producer
 from dropvec.producer.files import expand
@@ -217,3 +218,69 @@ def test_a_file_that_cannot_be_read_keeps_no_chunks(pipeline: Pipeline) -> None:
     assert [(o.status, o.reason) for o in report.outcomes] == [("failed", "binary data, not text")]
     assert not pipeline.store.rows
     assert pipeline.record(path)["status"] == "failed"
+
+
+def small(name: str) -> str:
+    return f"A short note called {name}: the otter sleeps holding hands with another otter."
+
+
+def test_small_files_travel_together_and_each_is_counted_as_its_own(pipeline: Pipeline) -> None:
+    for i in range(10):
+        (pipeline.inbox / f"note-{i}.txt").write_text(small(f"note {i}"))
+    (pipeline.inbox / "long.txt").write_text(text("long"))
+    pipeline.producer.ingest([pipeline.inbox])
+    sent = pipeline.queue.sent[:]
+    # Then the ten one-chunk notes left in packs of a task's worth of chunks (4 here), the long
+    # file in tasks of its own
+    packs = [m for name, m in sent if name == EMBED_FILES_TASK]
+    assert sorted(len(m["parts"]) for m in packs) == [2, 4, 4]
+    assert all(len(m["chunks"]) <= 4 for name, m in sent if name == EMBED_TASK)
+    # And once the worker took them, every file is indexed, with its own counts
+    deliver(pipeline.queue, pipeline.runtime)
+    pipeline.assert_in_sync()
+    for i in range(10):
+        record = pipeline.record(pipeline.inbox / f"note-{i}.txt")
+        assert (record["task_count"], record["chunks_total"], record["chunks_done"]) == ("1", "1", "1")
+
+
+def test_a_file_that_breaks_its_pack_fails_alone(pipeline: Pipeline) -> None:
+    for name in ("a", "b", "poison", "c"):
+        (pipeline.inbox / f"{name}.txt").write_text(small(name))
+    embed = pipeline.embedder.get_text_embedding_batch
+
+    def choke_on_poison(texts: list[str]) -> list[list[float]]:
+        if any("poison" in t for t in texts):
+            raise ValueError("the model cannot take this text")
+        return embed(texts)
+
+    pipeline.embedder.get_text_embedding_batch = choke_on_poison  # type: ignore[method-assign]
+    pipeline.sync()
+    # Then the pack was split into tasks of one file each: the poisoned file failed with the
+    # reason, and nothing of it is stored; the others are indexed
+    poisoned = pipeline.record(pipeline.inbox / "poison.txt")
+    assert poisoned["status"] == "failed"
+    assert poisoned["reason"] == "ValueError: the model cannot take this text"
+    assert {r.file_path for r in pipeline.store.rows.values()} == {
+        str(pipeline.inbox / f"{name}.txt") for name in ("a", "b", "c")
+    }
+    for name in ("a", "b", "c"):
+        assert pipeline.record(pipeline.inbox / f"{name}.txt")["status"] == "indexed"
+
+
+def test_a_pass_stopped_before_its_pack_left_leaves_those_files_for_the_next(pipeline: Pipeline) -> None:
+    for i in range(3):
+        (pipeline.inbox / f"note-{i}.txt").write_text(small(f"note {i}"))
+    # Given a full queue, and the producer asked to stop while it waits for room for the pack
+    pipeline.ledger.r.rpush(QUEUE, *["task"] * pipeline.settings.max_queue_depth)
+    threading.Timer(0.3, pipeline.producer.stop.set).start()
+    report = pipeline.producer.ingest([pipeline.inbox / f"note-{i}.txt" for i in range(3)])
+    # Then all three were read, yet none was sent, none has a record, and all are counted as not read
+    assert pipeline.ledger.r.get(f"{KEY_PREFIX}:generation") == "3"
+    assert report.not_read == 3 and not report.outcomes
+    assert not pipeline.queue.sent
+    assert not pipeline.ledger.paths_under(str(pipeline.inbox))
+    # And the next pass, with room, indexes them
+    pipeline.ledger.r.delete(QUEUE)
+    pipeline.producer.stop.clear()
+    pipeline.sync()
+    pipeline.assert_in_sync()

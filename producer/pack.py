@@ -1,0 +1,87 @@
+"""Small files travel together: the one task of each of several small files, sent as one message
+(``FilesTask``), so that a worker's model batches are full whatever the files' sizes.
+
+Each file keeps its own state in the ledger: it is started, sent and counted as a file of one
+task, only in a round trip shared with the others of its pack. A pack leaves once it holds a
+task's worth of chunks (``chunks_per_task``) or ``MAX_FILES_PER_TASK`` files, and at the end of
+every pass; a pass asked to stop leaves the files of its unsent pack unread (nothing of them is in
+the ledger yet), for the next pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from celery import Celery
+
+from dropvec.config.messages import EMBED_FILES_TASK, EMBED_TASK, MAX_FILES_PER_TASK, EmbedTask, FilesTask
+from dropvec.config.records import Replaced
+from dropvec.ledger.state import FileStart, StateStore
+from dropvec.workers.app import publishing
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A small file read whole, waiting in its pack: its one task, and what it replaces."""
+
+    task: EmbedTask
+    sha256: str
+    model: str
+    replaces: tuple[Replaced, ...]
+
+
+class Pack:
+    """The small files of one pass waiting to be sent together."""
+
+    def __init__(
+        self,
+        app: Celery,
+        state: StateStore,
+        run_id: str,
+        chunks: int,
+        *,
+        wait_for_room: Callable[[], None],
+        retire: Callable[[str, list[Replaced]], None],
+    ) -> None:
+        self.app, self.state, self.run_id, self.limit = app, state, run_id, chunks
+        self.wait_for_room, self.retire = wait_for_room, retire
+        self.files: list[Packed] = []
+
+    def fits(self, chunks: int) -> bool:
+        """Whether a file of ``chunks`` chunks is small enough to be packed."""
+        return chunks < self.limit
+
+    def add(self, file: Packed) -> None:
+        """Pack ``file``; the pack is sent first if the file would not fit in it."""
+        if self.files and self.chunks + len(file.task.chunks) > self.limit:
+            self.send()
+        self.files.append(file)
+        if self.chunks >= self.limit or len(self.files) >= MAX_FILES_PER_TASK:
+            self.send()
+
+    @property
+    def chunks(self) -> int:
+        return sum(len(f.task.chunks) for f in self.files)
+
+    def send(self) -> None:
+        """Send the pack (after waiting for room in the queue: may raise ``Stopped``), each file
+        started before and marked sent after, as a file of one task."""
+        if not self.files:
+            return
+        self.wait_for_room()
+        files, self.files = self.files, []
+        starts = [
+            FileStart(f.task.doc_id, f.task.file_path, f.sha256, f.model, f.task.generation, f.replaces)
+            for f in files
+        ]
+        self.state.files_started(self.run_id, starts)
+        with publishing(self.app) as send:
+            if len(files) == 1:
+                send(EMBED_TASK, files[0].task.model_dump(mode="json"))
+            else:
+                send(EMBED_FILES_TASK, FilesTask(parts=[f.task for f in files]).model_dump(mode="json"))
+        sent = [(f.task.doc_id, f.task.generation, len(f.task.chunks), 1) for f in files]
+        for f, indexed in zip(files, self.state.files_enqueued(self.run_id, sent), strict=True):
+            if indexed:  # every task was done before it was marked sent: retire what it replaces
+                self.retire(f.task.file_path, list(f.replaces))

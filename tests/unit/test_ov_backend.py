@@ -1,0 +1,47 @@
+"""The OpenVINO backend applies the model's own sentence-transformers pooling, or refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dropvec.config.errors import ConfigError
+from dropvec.workers.ov_backend import pooling_of
+
+
+def model_folder(tmp_path: Path, pooling: dict, extra: list[dict] = ()) -> Path:  # type: ignore[assignment]
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        *extra,
+    ]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    return tmp_path
+
+
+def test_mean_pooling_with_normalisation_as_all_minilm_has_it(tmp_path: Path) -> None:
+    normalize = {
+        "idx": 2,
+        "name": "2",
+        "path": "2_Normalize",
+        "type": "sentence_transformers.models.Normalize",
+    }
+    folder = model_folder(tmp_path, {"pooling_mode": "mean"}, [normalize])
+    assert pooling_of(folder) == ("mean", True)
+
+
+def test_the_older_flag_style_names_cls_pooling(tmp_path: Path) -> None:
+    folder = model_folder(tmp_path, {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    assert pooling_of(folder) == ("cls", False)
+
+
+def test_a_module_it_cannot_apply_is_refused(tmp_path: Path) -> None:
+    dense = {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}
+    with pytest.raises(ConfigError, match="cannot apply the module"):
+        pooling_of(model_folder(tmp_path, {"pooling_mode": "mean"}, [dense]))
+    with pytest.raises(ConfigError, match="no sentence-transformers modules.json"):
+        pooling_of(tmp_path / "missing")
