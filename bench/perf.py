@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--big-mb", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the ceiling and dropvec rows")
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
+    parser.add_argument("--every", type=int, default=1, help="take every Nth file of the corpus (a sample)")
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}"
     )
@@ -309,12 +310,15 @@ def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> 
     print(f"corpus: {len(files)} files ({names}); chunk size {settings.chunk_size} tokens")
     head = f"{'chunks':>6} {'s':>7} {'chunks/s':>8} {'/best peer':>10} {'/ceiling':>8} {'RSS MB':>7}"
     print(f"\n{'system':66} {head}")
-    ratio = lambda x, fmt: format(x, fmt) if x is not None else "-"  # noqa: E731
+
+    def ratio(x: float | None, fmt: str, unit: str = "") -> str:
+        return format(x, fmt) + unit if x is not None else "-".rjust(len(format(1.0, fmt)) + len(unit))
+
     for r in rows:
         if "chunks_per_s" in r:
             print(
                 f"{r['system']:66} {r['chunks']:6d} {r['seconds']:7.1f} {r['chunks_per_s']:8.1f} "
-                f"{ratio(r['ratio_to_best_peer'], '9.2f')}x {ratio(r['ratio_to_ceiling'], '7.0%')} "
+                f"{ratio(r['ratio_to_best_peer'], '9.2f', 'x')} {ratio(r['ratio_to_ceiling'], '7.0%')} "
                 f"{r['peak_rss_mb']:7d}"
             )
     for r in rows:
@@ -356,11 +360,12 @@ def chart(rows: list[dict[str, Any]], corpus: str, path: Path) -> None:
             r["chunks_per_s"], i, f" {r['chunks_per_s']:.0f}/s, {r['seconds']:.0f} s", va="center", fontsize=8
         )
     if ceiling:
-        ax.axvline(ceiling["chunks_per_s"], color="#c53030", linestyle="--", linewidth=1)
-        label = f" {ceiling['system']}: {ceiling['chunks_per_s']:.0f}/s"
-        ax.text(ceiling["chunks_per_s"], len(bars) - 0.4, label, color="#c53030", fontsize=8)
+        label = f"{ceiling['system']}: {ceiling['chunks_per_s']:.0f}/s"
+        ax.axvline(ceiling["chunks_per_s"], color="#c53030", linestyle="--", linewidth=1, label=label)
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, 1.3 * max([r["chunks_per_s"] for r in bars] + [ceiling["chunks_per_s"] if ceiling else 0]))
     ax.invert_yaxis()
-    ax.set_xlabel("chunks per second, end to end (reading included)")
+    ax.set_xlabel("chunks per second (pipelines: end to end, reading included)")
     ax.set_title(f"{corpus}: {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
