@@ -27,8 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("services", ("dropvec.sync", "dropvec.status", "dropvec.search", "dropvec.answer",
                   "dropvec.producer.enqueue", "dropvec.producer.pack", "dropvec.workers.runtime")),
     ("adapters", ("dropvec.ledger", "dropvec.workers.app", "dropvec.workers.store", "dropvec.workers.embed",
-                  "dropvec.workers.loop", "dropvec.producer.watch", "dropvec.producer.files",
-                  "dropvec.producer.read")),
+                  "dropvec.workers.ov_backend", "dropvec.workers.loop", "dropvec.producer.watch",
+                  "dropvec.producer.files", "dropvec.producer.read")),
     ("core", ("dropvec.config", "dropvec.producer.chunk", "dropvec.producer.tokens")),
 ]  # fmt: skip
 
