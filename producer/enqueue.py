@@ -250,7 +250,8 @@ class Producer:
                     run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
                     task_index=0, chunks=head[0],
                 )  # fmt: skip
-                packed = Packed(task, sha, self.settings.model_key, tuple(replaces))
+                old = (doc_id_for(moved_from), moved_from) if moved_from else None
+                packed = Packed(task, sha, self.settings.model_key, tuple(replaces), old)
             else:
                 with publishing(self.app) as send:
                     for batch in chain(head, batches):
@@ -261,6 +262,8 @@ class Producer:
                                 run_id, doc_id, path=str(path), sha256=sha, model=self.settings.model_key,
                                 generation=generation, replaces=replaces,
                             )  # fmt: skip
+                            if moved_from:  # (only now: a pass stopped before finds the move again)
+                                self.state.forget_file(doc_id_for(moved_from), moved_from)
                         task = EmbedTask(
                             run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
                             task_index=tasks, chunks=batch,
@@ -369,11 +372,11 @@ class Producer:
 
     def _take_over(self, gone: dict[str, FileRecord], sha: str) -> tuple[list[Replaced], str]:
         """A gone file with content ``sha`` (by this model) becomes this file's previous name:
-        what it replaces, and the old path."""
+        what it replaces, and the old path. (Its record is dropped by the caller once this file
+        is started: see ``_moved_from``.)"""
         for doc_id, record in gone.items():
             if record.holds(sha, self.settings.model_key):
                 del gone[doc_id]
-                self.state.forget_file(doc_id, record.path)
                 return [Replaced(doc_id, record.generation + 1)], record.path
         return [], ""
 

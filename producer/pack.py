@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from dropvec.config.messages import EMBED_FILES_TASK, EMBED_TASK, MAX_FILES_PER_TASK, EmbedTask, FilesTask
+from dropvec.config.messages import (
+    EMBED_FILES_TASK,
+    EMBED_TASK,
+    MAX_FILES_PER_TASK,
+    MAX_TASK_TEXT_CHARS,
+    EmbedTask,
+    FilesTask,
+)
 from dropvec.config.records import Replaced
 from dropvec.ledger.state import FileStart, StateStore
 from dropvec.workers.app import publishing
@@ -29,6 +36,13 @@ class Packed:
     sha256: str
     model: str
     replaces: tuple[Replaced, ...]
+    #: The record of the file this one was moved from (doc id, path): dropped once this one is
+    #: started, not before, so that a pass stopped before the pack left finds the move again.
+    moved_from: tuple[str, str] | None = None
+
+    @property
+    def text(self) -> int:
+        return sum(len(c.text) for c in self.task.chunks)
 
 
 class Pack:
@@ -53,8 +67,12 @@ class Pack:
         return chunks < self.limit
 
     def add(self, file: Packed) -> None:
-        """Pack ``file``; the pack is sent first if the file would not fit in it."""
-        if self.files and self.chunks + len(file.task.chunks) > self.limit:
+        """Pack ``file``; the pack is sent first if the file would not fit in it (in chunks, or in
+        the text a message may hold)."""
+        if self.files and (
+            self.chunks + len(file.task.chunks) > self.limit
+            or sum(f.text for f in self.files) + file.text > MAX_TASK_TEXT_CHARS
+        ):
             self.send()
         self.files.append(file)
         if self.chunks >= self.limit or len(self.files) >= MAX_FILES_PER_TASK:
@@ -76,6 +94,9 @@ class Pack:
             for f in files
         ]
         self.state.files_started(self.run_id, starts)
+        for f in files:
+            if f.moved_from:
+                self.state.forget_file(*f.moved_from)
         with publishing(self.app) as send:
             if len(files) == 1:
                 send(EMBED_TASK, files[0].task.model_dump(mode="json"))

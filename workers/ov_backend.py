@@ -51,10 +51,21 @@ def pooling_of(folder: Path) -> tuple[str, bool]:
     return mode, normalize
 
 
+def max_seq_length(folder: Path, tokenizer: Any) -> int:
+    """The tokens the model reads, as sentence-transformers sets it (what the producer cuts
+    chunks to), else the tokenizer's limit, else 512."""
+    try:
+        configured = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length")
+    except (OSError, ValueError):
+        configured = None
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(configured or (limit if limit and limit < 100_000 else 512))
+
+
 class OpenVINOEmbedding(BaseEmbedding):
     """Sentence embeddings from an ONNX export on OpenVINO's CPU plugin, batched by length."""
 
-    max_length: int = 256
+    max_length: int = 512
     query_instruction: str | None = None
     text_instruction: str | None = None
     _compiled: Any = PrivateAttr()
@@ -68,10 +79,12 @@ class OpenVINOEmbedding(BaseEmbedding):
         from transformers import AutoTokenizer
 
         super().__init__(model_name=str(folder), **kwargs)
-        self._pooling, self._normalize = pooling_of(folder)
+        self._pooling, _ = pooling_of(folder)
+        # Normalised whatever the model's own modules say, as the other backends' vectors are
+        # (HuggingFaceEmbedding(normalize=True)): all share one collection.
+        self._normalize = True
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        limit = getattr(self._tokenizer, "model_max_length", self.max_length) or self.max_length
-        self.max_length = min(self.max_length, int(limit))
+        self.max_length = max_seq_length(folder, self._tokenizer)
         core = openvino.Core()
         model = core.read_model(str(folder / onnx_file))
         # Unpinned: a worker shares the cores with the producer, Milvus and the other workers, and

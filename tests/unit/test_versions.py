@@ -284,3 +284,44 @@ def test_a_pass_stopped_before_its_pack_left_leaves_those_files_for_the_next(pip
     pipeline.producer.stop.clear()
     pipeline.sync()
     pipeline.assert_in_sync()
+
+
+def test_a_move_whose_pack_never_left_is_found_again_by_the_next_pass(pipeline: Pipeline) -> None:
+    old = pipeline.inbox / "first-name.txt"
+    old.write_text(small("moving"))
+    pipeline.sync()
+    # When the file is renamed, and the pass that reads it is stopped before its pack leaves
+    new = pipeline.inbox / "second-name.txt"
+    old.rename(new)
+    pipeline.ledger.r.rpush(QUEUE, *["task"] * pipeline.settings.max_queue_depth)
+    threading.Timer(0.3, pipeline.producer.stop.set).start()
+    assert pipeline.producer.ingest([pipeline.inbox]).not_read == 1
+    # Then the next pass still sees the move: the old name's chunks go, the vector is reused
+    pipeline.ledger.r.delete(QUEUE)
+    pipeline.producer.stop.clear()
+    embedded = len(pipeline.embedder.embedded)
+    report = pipeline.sync()
+    assert [o.reason for o in report.outcomes if o.status == "queued"] == [f"moved from {old}"]
+    assert len(pipeline.embedder.embedded) == embedded
+    pipeline.assert_in_sync()
+
+
+def test_a_pack_never_holds_more_text_than_a_message_may(pipeline: Pipeline) -> None:
+    from dropvec.config.messages import MAX_TASK_TEXT_CHARS, Chunk, EmbedTask
+    from dropvec.producer.pack import Pack, Packed
+
+    pack = Pack(
+        pipeline.queue, pipeline.ledger, "run", 1024,  # type: ignore[arg-type]
+        wait_for_room=lambda: None, retire=lambda path, replaced: None,
+    )  # fmt: skip
+    big = "x" * 10_000
+    for f in range(3):  # three files of 3,000,000 characters each: two cannot share a message
+        chunks = [Chunk(id=f"{f}-{i}", index=i, text=big) for i in range(300)]
+        task = EmbedTask(
+            run_id="run", doc_id=f"d{f}", generation=f + 1, file_path=f"/in/{f}", task_index=0, chunks=chunks
+        )
+        pack.add(Packed(task, "sha", "model", ()))
+    pack.send()
+    sent = pipeline.queue.take()
+    assert [name for name, _ in sent] == [EMBED_FILES_TASK, EMBED_TASK]
+    assert sum(len(c["text"]) for p in sent[0][1]["parts"] for c in p["chunks"]) <= MAX_TASK_TEXT_CHARS
