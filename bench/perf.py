@@ -54,6 +54,7 @@ from bench.core import (
     PeakRss,
     chunk_texts,
     drop_collection,
+    encode_seconds,
     end_to_end,
     private_settings,
     start_services,
@@ -96,11 +97,7 @@ def role_ceiling(settings: Any, files: list[Path]) -> dict[str, Any]:
     from dropvec.workers.embed import load_embedder
 
     texts = chunk_texts(settings, files)
-    model = load_embedder(settings)
-    model.get_text_embedding_batch(texts[:64])
-    start = time.perf_counter()
-    model.get_text_embedding_batch(texts)
-    seconds = time.perf_counter() - start
+    seconds = encode_seconds(load_embedder(settings), texts)
     return {
         "system": f"ceiling: {settings.resolved_backend()} encode",
         "chunks": len(texts),
@@ -131,11 +128,7 @@ def st_int8(settings: Any) -> Any:
 
 def role_st_int8(settings: Any, files: list[Path]) -> dict[str, Any]:
     texts = chunk_texts(settings, files)
-    model = st_int8(settings)
-    model.get_text_embedding_batch(texts[:64])
-    start = time.perf_counter()
-    model.get_text_embedding_batch(texts)
-    seconds = time.perf_counter() - start
+    seconds = encode_seconds(st_int8(settings), texts)
     return {"system": "sentence-transformers int8 recipe encode", "chunks": len(texts), "seconds": seconds}
 
 

@@ -56,38 +56,27 @@ def load_embedder(settings: Settings) -> BaseEmbedding:
         "text_instruction": get_text_instruct_for_model_name(settings.embed_model_path),
     }
     model_name = settings.embed_model_path
-    if backend == "openvino":
-        if device != "cpu":
-            raise ConfigError(
-                f"the openvino backend runs on the CPU: set DROPVEC_EMBED_BACKEND=torch for {device}"
-            )
-        from dropvec.workers.ov_backend import OpenVINOEmbedding
-
-        try:
-            ov = OpenVINOEmbedding(
-                export_onnx(settings), "onnx/model.onnx", threads, embed_batch_size=settings.embed_batch_size,
-                **options,
-            )  # fmt: skip
-        except ConfigError as exc:
-            if settings.embed_backend != "auto":
-                raise
-            log.warning("%s; using the torch backend", exc)
-            backend = "torch"
-        else:
-            log.info("loaded %s (openvino) on cpu with %d threads", settings.embed_model, threads)
-            return ov
-    if backend not in ("torch", "openvino"):
+    if backend != "torch":
         if device != "cpu":
             raise ConfigError(
                 f"the {backend} backend runs on the CPU: set DROPVEC_EMBED_BACKEND=torch for {device}"
             )
         try:
+            if backend == "openvino":
+                from dropvec.workers.ov_backend import OpenVINOEmbedding
+
+                ov = OpenVINOEmbedding(
+                    export_onnx(settings), "onnx/model.onnx", threads,
+                    embed_batch_size=settings.embed_batch_size, **options,
+                )  # fmt: skip
+                log.info("loaded %s (openvino) on cpu with %d threads", settings.embed_model, threads)
+                return ov
             model_name, options["model_kwargs"] = onnx_model(settings, backend, threads)
             options["backend"] = "onnx"
         except ConfigError as exc:
             if settings.embed_backend != "auto":
                 raise
-            log.warning("%s; using the torch backend", exc)  # a model optimum cannot export
+            log.warning("%s; using the torch backend", exc)  # a model that cannot be exported
             backend = "torch"
     model = HuggingFaceEmbedding(
         model_name=model_name,

@@ -72,7 +72,6 @@ class OpenVINOEmbedding(BaseEmbedding):
     _inputs: set[str] = PrivateAttr()
     _tokenizer: Any = PrivateAttr()
     _pooling: str = PrivateAttr()
-    _normalize: bool = PrivateAttr()
 
     def __init__(self, folder: Path, onnx_file: str, threads: int, **kwargs: Any) -> None:
         import openvino
@@ -80,9 +79,6 @@ class OpenVINOEmbedding(BaseEmbedding):
 
         super().__init__(model_name=str(folder), **kwargs)
         self._pooling, _ = pooling_of(folder)
-        # Normalised whatever the model's own modules say, as the other backends' vectors are
-        # (HuggingFaceEmbedding(normalize=True)): all share one collection.
-        self._normalize = True
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.max_length = max_seq_length(folder, self._tokenizer)
         core = openvino.Core()
@@ -123,8 +119,9 @@ class OpenVINOEmbedding(BaseEmbedding):
             pooled = np.where(mask > 0, tokens, -np.inf).max(axis=1)
         else:
             pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-        if self._normalize:
-            pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        # normalised whatever the model's own modules say, as the other backends' vectors are
+        # (HuggingFaceEmbedding(normalize=True)): all share one collection
+        pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return pooled.astype(np.float32)
 
     # (the instructions are put before the text as llama-index's HuggingFaceEmbedding puts them)
