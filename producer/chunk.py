@@ -13,11 +13,10 @@ their vectors are reused instead of embedded again.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
-
-from llama_index.core.node_parser import SentenceSplitter
+from typing import NamedTuple, Protocol
 
 from dropvec.config.ids import chunk_id, sha256_hex
 from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text
@@ -36,7 +35,10 @@ class Measured(Protocol):
     text: str
     total: int
 
-    def count(self, part: str) -> int: ...
+    @property
+    def window(self) -> Tokens: ...
+
+    def spans(self, bounds: list[int]) -> list[int]: ...
 
 
 class Tokens(Protocol):
@@ -94,7 +96,7 @@ def iter_chunks(
         embed_keys = ()
     meta_tokens = tokens.count(meta_str + "\n\n") if embed_keys else 0
     text_size = max(1, target - meta_tokens)
-    split = _SplitParagraph(text_size, min(chunk_overlap, text_size // 4))
+    split = SplitParagraph(text_size, min(chunk_overlap, text_size // 4))
     # an additive window counts the embedded text as the metadata's tokens plus the text's
     header = meta_tokens if tokens.additive and all(k in file_metadata for k in embed_keys) else None
 
@@ -115,15 +117,6 @@ def iter_chunks(
                 index += 1
 
 
-def warm_up(tokens: Tokens) -> None:
-    """Load now what chunking loads on first use: the sentence splitter's NLTK, with scikit-learn
-    and SciPy behind it, about a second of imports that would otherwise delay the first file."""
-    for _ in iter_chunks(
-        [Section("Warm up. " * 64)], doc_id="", file_metadata={}, tokens=tokens, chunk_size=16
-    ):
-        pass
-
-
 def _runs(sections: Iterable[Section]) -> Iterator[tuple[dict[str, str | int | float], Iterator[str]]]:
     """Each section with the sections joined to it: its metadata, and their paragraphs, lazily."""
     starts = 0
@@ -140,27 +133,87 @@ def _runs(sections: Iterable[Section]) -> Iterator[tuple[dict[str, str | int | f
         yield first.metadata, (p for text in texts for p in text.split("\n\n"))
 
 
-class _SplitParagraph:
-    """The sentence splitter, on a paragraph tokenized once: it counts the paragraph's sentences
-    from the paragraph's own tokens (``Measured.count``) instead of tokenizing each again."""
+#: Where a paragraph too long for one chunk may be cut, best first: after a sentence or at a line
+#: break, after a clause, between words. A run with none of them is cut between tokens.
+CUTS = (
+    re.compile(r"[.!?…。！？][\"')\]”’]*[ \t\r]+|\n"),
+    re.compile(r"[,;:，；：][ \t\r]+"),
+    re.compile(r"[ \t\r]+"),
+)
+
+
+class _Unit(NamedTuple):
+    begin: int
+    end: int
+    tokens: int
+
+
+class SplitParagraph:
+    """A paragraph longer than a chunk, cut into pieces of at most ``size`` tokens, each sharing
+    up to ``overlap`` tokens with the piece before it.
+
+    Cuts follow sentences, then clauses, then words (``CUTS``): the paragraph is cut at the best
+    kind of place that leaves every part within ``size``, part by part, and the parts are packed
+    greedily. All counts come from the paragraph's one tokenization (``Measured.span``), which
+    is what makes this some ten times faster than llama-index's ``SentenceSplitter`` (NLTK's
+    sentence tokenizer, and every candidate split tokenized again), the producer's largest cost.
+    """
 
     def __init__(self, size: int, overlap: int) -> None:
-        self.paragraph: Measured | None = None
-        self.splitter = SentenceSplitter(chunk_size=size, chunk_overlap=overlap, tokenizer=self._tokens)
+        self.size, self.overlap = size, overlap
 
-    def _tokens(self, text: str) -> range:  # the splitter takes only the len() of it
-        assert self.paragraph is not None
-        return range(self.paragraph.count(text))
+    def __call__(self, paragraph: Measured) -> list[tuple[str, int]]:
+        text = paragraph.text
+        pieces: list[tuple[str, int]] = []
+        piece: list[_Unit] = []
+        used = 0
+        for unit in self._units(paragraph, 0, len(text), 0) if paragraph.total > self.size else []:
+            if piece and used + unit.tokens > self.size:
+                pieces.append((text[piece[0].begin : piece[-1].end].strip(), used))
+                piece, used = self._overlap(piece, self.size - unit.tokens)
+            piece.append(unit)
+            used += unit.tokens
+        if piece:
+            pieces.append((text[piece[0].begin : piece[-1].end].strip(), used))
+        return [(p, n) for p, n in pieces if p]
 
-    def __call__(self, paragraph: Measured) -> list[str]:
-        self.paragraph = paragraph
-        return self.splitter.split_text(paragraph.text)
+    def _overlap(self, piece: list[_Unit], room: int) -> tuple[list[_Unit], int]:
+        """The end of ``piece`` that the next one starts with: at most ``overlap`` tokens."""
+        kept: list[_Unit] = []
+        used = 0
+        for unit in reversed(piece):
+            if used + unit.tokens > min(self.overlap, room):
+                break
+            kept.insert(0, unit)
+            used += unit.tokens
+        return kept, used
+
+    def _units(self, paragraph: Measured, begin: int, end: int, level: int) -> list[_Unit]:
+        """``text[begin:end]``, more than ``size`` tokens, in parts of at most ``size`` tokens
+        cut at ``CUTS[level:]``."""
+        text = paragraph.text
+        if level == len(CUTS):  # no whitespace left: between tokens
+            window, at, units = paragraph.window, begin, []
+            for part in window.split_to_fit(text[begin:end], self.size):
+                at = text.index(part, at)
+                units.append(_Unit(at, at + len(part), window.count(part)))
+                at += len(part)
+            return units
+        cuts = (cut.end() for cut in CUTS[level].finditer(text, begin, end))
+        bounds = [begin, *(at for at in cuts if begin < at < end), end]
+        units = []
+        for first, last, tokens in zip(bounds, bounds[1:], paragraph.spans(bounds), strict=False):
+            if tokens <= self.size:
+                units.append(_Unit(first, last, tokens))
+            else:
+                units.extend(self._units(paragraph, first, last, level + 1))
+        return units
 
 
 def pack_paragraphs(
     paragraphs: Iterable[str],
     measure: Callable[[str], Measured],
-    split: Callable[[Measured], list[str]],
+    split: Callable[[Measured], list[tuple[str, int]]],
     size: int,
 ) -> Iterator[tuple[str, int]]:
     """``paragraphs`` packed into pieces of about ``size`` tokens, lazily, each with the sum of
@@ -182,7 +235,7 @@ def pack_paragraphs(
         if measured.total <= size:
             units = [(paragraph, measured.total)]
         else:
-            units = [(p, measured.count(p)) for p in split(measured)]
+            units = split(measured)
         for unit, n in units:
             if piece and used + n > size:
                 yield "\n\n".join(piece), used

@@ -22,7 +22,7 @@ from dropvec.config.polling import poll
 from dropvec.config.records import UNCHANGED, FileRecord, FileStatus, Outcome, Replaced, retired
 from dropvec.config.settings import Settings
 from dropvec.ledger.state import StateStore
-from dropvec.producer.chunk import iter_chunks, warm_up
+from dropvec.producer.chunk import iter_chunks
 from dropvec.producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
 from dropvec.producer.pack import Pack, Packed
 from dropvec.producer.read import is_supported, read_sections
@@ -77,7 +77,6 @@ class Producer:
         self.app = app
         self.state = state
         self.window = load_window(settings.embed_model_path)
-        warm_up(self.window)
         #: Set (by a signal handler, say) to end a pass after the file being read.
         self.stop = stop or threading.Event()
 

@@ -6,15 +6,24 @@ Only the tokenizer and config files are loaded here, never the weights: the prod
 from __future__ import annotations
 
 import json
-from bisect import bisect_left
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from dropvec.config.errors import ConfigError
+
+#: Words whose token counts a window keeps; past this the cache starts again (a few tens of MB).
+CACHE_WORDS = 200_000
+#: A run of characters between the whitespace every tokenizer splits at (``SPACES``).
+WORD = re.compile(r"[^ \t\n\r]+")
+GAPS = re.compile(r"([ \t\n\r]+)")
+#: Characters past which a text is taken for one to be cut (a speed choice only: counts are exact).
+LONG = 4096
 
 
 @dataclass(frozen=True)
@@ -27,20 +36,52 @@ class TokenWindow:
 
     ``additive``: the tokenizer splits at whitespace before anything else (BERT's WordPiece, as in
     the bundled model and most sentence-transformers), so a text's tokens are its
-    whitespace-separated parts' tokens, and parts need not be tokenized again to be counted.
+    whitespace-separated words' tokens. Such a window counts a text word by word, each distinct
+    word tokenized once and its count remembered: text repeats its words, and a dictionary look-up
+    is some twenty times cheaper than tokenizing the word again. The counts are exact.
     """
 
     tokenizer: Tokenizer
     budget: int
     additive: bool = False
+    _words: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def count(self, text: str) -> int:
+        if self.additive:
+            return sum(self._counts(WORD.findall(text)))
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def measure(self, text: str) -> Measured:
         """``text`` tokenized once, to count it and its parts (see ``Measured``)."""
+        if self.additive:
+            # a text longer than a chunk could be will be cut: its words are placed now, others
+            # only if their parts are counted
+            return Measured(self, text, *self._by_word(text)) if len(text) > LONG else Measured(self, text)
         offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
-        return Measured(self, text, [start for start, _ in offsets])
+        starts = np.array([start for start, _ in offsets], dtype=np.int64)
+        return Measured(self, text, starts, np.arange(len(offsets) + 1))
+
+    def _by_word(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Where each word of ``text`` starts, and the tokens before each (and after the last)."""
+        parts = GAPS.split(text)  # word, gap, word, ..., word: the first and last may be ""
+        ends = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)))
+        counts = self._counts(parts[::2])
+        return np.concatenate(([0], ends[1::2])), np.cumsum([0, *counts])
+
+    def _counts(self, words: list[str]) -> list[int]:
+        known = self._words
+        missing = list(set(words).difference(known))
+        if missing:
+            if len(known) + len(missing) > CACHE_WORDS:
+                known.clear()
+                missing = list(set(words))
+            # one call for all of them, joined at spaces (which an additive window splits at):
+            # each call into the tokenizer costs as much as a word, and a batch call more
+            starts = np.cumsum([0, *(len(w) + 1 for w in missing)])
+            encoding = self.tokenizer.encode(" ".join(missing), add_special_tokens=False)
+            tokens = np.array([start for start, _ in encoding.offsets], dtype=np.int64)
+            known.update(zip(missing, np.diff(np.searchsorted(tokens, starts)).tolist(), strict=False))
+        return list(map(known.__getitem__, words))
 
     def split_to_fit(self, text: str, max_tokens: int) -> list[str]:
         """Cut ``text`` at token boundaries into pieces of at most ``max_tokens`` tokens."""
@@ -54,17 +95,33 @@ class TokenWindow:
 
 
 class Measured:
-    """A text tokenized once: its token count, and the counts of its parts from the same tokens.
+    """A text tokenized once: its token count, and the counts of its parts from the same count.
 
-    A part found in the text between whitespace is counted from the text's own tokens when the
-    window is ``additive``; any other part is tokenized again. Parts are looked for from where the
-    last one was found, as a splitter walks the text from its start.
+    ``starts`` are where the text's units begin (its words, for an additive window; its tokens
+    otherwise) and ``before[i]`` the tokens in the units before unit ``i``. A span between
+    whitespace is counted from them (``span``); so is a part found in the text between whitespace
+    (``count``), looked for from where the last one was found, as a splitter walks the text from
+    its start. Any other part is counted again.
     """
 
-    def __init__(self, window: TokenWindow, text: str, starts: list[int]) -> None:
-        self.window, self.text, self.starts = window, text, starts
-        self.total = len(starts)
+    def __init__(
+        self,
+        window: TokenWindow,
+        text: str,
+        starts: np.ndarray | None = None,
+        before: np.ndarray | None = None,
+    ) -> None:
+        self.window, self.text = window, text
+        self._starts, self._before = starts, before
+        self.total = int(before[-1]) if before is not None else window.count(text)
         self._at = 0
+
+    def spans(self, bounds: list[int]) -> list[int]:
+        """Tokens of ``text[bounds[i]:bounds[i + 1]]`` for each ``i``, exact where the bounds are
+        at whitespace (or the text's ends) and the window is additive."""
+        if self._starts is None or self._before is None:  # a text counted, not yet placed
+            self._starts, self._before = self.window._by_word(self.text)
+        return np.diff(self._before[np.searchsorted(self._starts, bounds)]).tolist()
 
     def count(self, part: str) -> int:
         if self.window.additive:
@@ -72,12 +129,12 @@ class Measured:
             if at < 0:
                 at = self.text.find(part)
             end = at + len(part)
-            if at >= 0 and self._between_spaces(at, end):
+            if at >= 0 and self.between_spaces(at, end):
                 self._at = at
-                return bisect_left(self.starts, end) - bisect_left(self.starts, at)
+                return self.spans([at, end])[0]
         return self.window.count(part)
 
-    def _between_spaces(self, begin: int, end: int) -> bool:
+    def between_spaces(self, begin: int, end: int) -> bool:
         text = self.text
 
         def edge(i: int) -> bool:

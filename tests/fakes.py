@@ -41,7 +41,7 @@ class MemoryQueue:
     #: Called after each task is sent (a test's hook, e.g. to delete the file being read).
     after_send: Callable[[str, dict[str, Any]], None] | None = None
 
-    def send_task(self, name: str, args: Sequence[Any], queue: str = "", producer: Any = None) -> None:
+    def send_task(self, name: str, args: Sequence[Any], queue: str = "", **options: Any) -> None:
         self.sent.append((name, dict(args[0])))
         if self.after_send is not None:
             self.after_send(name, dict(args[0]))

@@ -203,3 +203,47 @@ def test_only_tokenizers_that_split_at_whitespace_first_count_parts_as_additive(
     ]:
         tokenizer.pre_tokenizer = pre
         assert splits_at_whitespace_first(tokenizer) is additive, pre
+
+
+MIXED = (
+    "Ünïcödé accents, CJK 漢字かな, numbers 3.14159 and -0.0436823, "
+    "control\x0bchars\x00here, a\u00a0no-break space, e-mail a.b@c.org, URL https://x.y/z?q=1#f, "
+    "emoji 🙂 and a longwordwithoutanyspaceswhatsoeverthatgoesonandonforeverandeverandever."
+)
+
+
+@pytest.mark.parametrize("cache_words", [200_000, 3])
+def test_word_by_word_counts_are_the_tokenizers_own(
+    window: TokenWindow, cache_words: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given texts of every kind of word, counted with a cache large and one that keeps restarting
+    import dropvec.producer.tokens as tokens
+
+    monkeypatch.setattr(tokens, "CACHE_WORDS", cache_words)
+    fresh = dataclasses.replace(window, _words={})
+    rng = random.Random(1)
+    words = (MIXED + " " + ESSAY.read_text()[:5_000]).split(" ")
+    for _ in range(200):
+        lines = (" ".join(rng.sample(words, rng.randrange(1, 60))) for _ in range(rng.randrange(1, 4)))
+        text = "\n".join(lines)
+        # Then each count is what the tokenizer says for the whole text
+        assert fresh.count(text) == len(window.tokenizer.encode(text, add_special_tokens=False).ids), text
+
+
+def test_a_long_paragraph_is_cut_at_sentences_within_the_size_and_loses_no_word(window: TokenWindow) -> None:
+    # Given a paragraph of some 3,000 tokens: sentences, one huge "word", and lines
+    from dropvec.producer.chunk import SplitParagraph
+
+    essay = " ".join(ESSAY.read_text().split())[:12_000]
+    paragraph = essay + " " + "x" * 3_000 + "\nrow, 1, 2\nrow, 3, 4"
+    size, overlap = 100, 16
+    # When it is split
+    pieces = SplitParagraph(size, overlap)(window.measure(paragraph))
+    # Then every piece fits, with its count exact, and most end at a sentence's end
+    assert all(n == window.count(p) <= size for p, n in pieces)
+    assert sum(p.endswith((".", "?", "!", '"')) for p, _ in pieces) > len(pieces) // 2
+    # and the pieces, less what each repeats of the one before, are the paragraph's words
+    words = paragraph.split()
+    assert " ".join(pieces[0][0].split()) == " ".join(words[: len(pieces[0][0].split())])
+    seen = [w for p, _ in pieces for w in p.split()]
+    assert set(words) <= set(seen) and len(words) <= len(seen) <= len(words) + len(pieces) * overlap
