@@ -121,7 +121,7 @@ def st_int8(settings: Any) -> Any:
     model.save_pretrained(str(folder))
     export_dynamic_quantized_onnx_model(model, recipe, str(folder))
     return HuggingFaceEmbedding(
-        model_name=str(folder), backend="onnx", device="cpu", embed_batch_size=settings.embed_batch_size,
+        model_name=str(folder), backend="onnx", device="cpu", embed_batch_size=settings.batch_size("cpu"),
         model_kwargs={"file_name": f"onnx/model_qint8_{recipe}.onnx"},
     )  # fmt: skip
 

@@ -1,14 +1,19 @@
-"""Milvus alone: the write path with precomputed vectors, then search latency at N entities.
+"""Milvus alone: the write path with precomputed vectors, and search latency, as the collection
+grows to 1M entities.
 
-    .venv/bin/python -m bench.store [--entities 100000] [--milvus lite|standalone] [--json]
+    .venv/bin/python -m bench.store [--at 100000,500000,1000000] [--milvus lite|standalone]
+        [--grid 256x4,64x4,...] [--json]
 
-1. Write path: ``--entities`` nodes with random unit vectors (384 dimensions) and chunk-sized
-   text are written through dropvec's own ``ChunkWriter`` (llama-index ``MilvusVectorStore``
-   ``async_add`` batches, ``write_concurrency`` in flight), for each batch size and concurrency in
-   ``--grid``. Reported: vectors/s. The first grid point fills the collection; the others write
-   into fresh collections of ``--grid-entities`` each.
-2. Search: ``--queries`` top-5 searches, one client, one after another, through the same store's
-   ``query`` (as ``dropvec search`` does) against the full collection. Reported: p50, p95, p99.
+1. Fill: nodes with random unit vectors (384 dimensions) and chunk-sized text are written
+   through dropvec's own ``ChunkWriter`` (llama-index ``MilvusVectorStore`` ``async_add``
+   batches, ``write_concurrency`` in flight), with the first point of ``--grid`` (batch size x
+   concurrency; the default settings' 256 x 4), up to each size in ``--at``. At each size:
+   - writes: vectors/s over the last ``--window`` entities written before it;
+   - search: ``--queries`` top-5 searches, one client, one after another, through the same
+     store's ``query`` (as ``dropvec search`` does). Reported: p50, p95, p99;
+   - the two look-ups a worker makes: stored vectors by 128 embed hashes (reuse), and the
+     removal of a file's 100 rows by ``doc_id`` (as an edit or delete does). Reported: p50, p95.
+2. The other points of ``--grid`` write ``--grid-entities`` each into fresh collections.
 
 Starts its own embedded Milvus (``--milvus``, default: the settings' ``embedded_milvus``) on a
 free port under a temporary folder. Prints figures; asserts nothing.
@@ -21,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,33 +56,44 @@ def nodes(count: int, rng: np.random.Generator, offset: int = 0) -> list[Any]:
     ]
 
 
-def write(settings: Any, count: int, batch_size: int, concurrency: int, seed: int) -> float:
-    """Write ``count`` nodes into ``settings.collection`` (created anew); vectors/s."""
+def write(
+    settings: Any, sizes: list[int], batch_size: int, concurrency: int, seed: int, window: int = 50_000
+) -> Iterator[tuple[int, float]]:
+    """Fill ``settings.collection`` (created anew) up to each of ``sizes`` in turn, yielding at
+    each the size and the vectors/s of the last ``window`` entities written before it."""
     from bench.core import drop_collection
     from dropvec.workers.loop import LoopThread
-    from dropvec.workers.store import ChunkWriter, ensure_collection, open_store
 
     drop_collection(settings)
-    ensure_collection(settings, DIM)
+    ensure_collection_of(settings)
     tuned = settings.model_copy(update={"write_batch_size": batch_size, "write_concurrency": concurrency})
     rng = np.random.default_rng(seed)
     loop = LoopThread("bench-writer")
-
-    async def opened() -> Any:
-        return ChunkWriter(open_store(tuned, None, use_async=True), tuned)
-
-    writer = loop.run(opened())
-    elapsed = 0.0
+    writer = loop.run(_opened(tuned))
     step = 5_000  # as a worker does: tasks of chunks, each written while the next is prepared
+    written, timed = 0, []
     try:
-        for start in range(0, count, step):
-            batch = nodes(min(step, count - start), rng, start)
-            t = time.perf_counter()
-            loop.run(writer.write(batch))
-            elapsed += time.perf_counter() - t
+        for size in sizes:
+            while written < size:
+                batch = nodes(min(step, size - written), rng, written)
+                t = time.perf_counter()
+                loop.run(writer.write(batch))
+                timed.append((len(batch), time.perf_counter() - t))
+                written += len(batch)
+            last, seconds = 0, 0.0
+            for count, elapsed in reversed(timed):
+                if last >= window:
+                    break
+                last, seconds = last + count, seconds + elapsed
+            yield size, last / seconds
     finally:
         loop.stop()
-    return count / elapsed
+
+
+def ensure_collection_of(settings: Any) -> None:
+    from dropvec.workers.store import ensure_collection
+
+    ensure_collection(settings, DIM)
 
 
 def search_latency(settings: Any, queries: int, top_k: int = 5) -> list[float]:
@@ -99,6 +116,35 @@ def search_latency(settings: Any, queries: int, top_k: int = 5) -> list[float]:
     return timings
 
 
+def lookups(settings: Any, filled: int, rounds: int = 20) -> dict[str, list[float]]:
+    """Milliseconds per reuse look-up (128 stored hashes) and per removal of one file's rows."""
+    from dropvec.workers.loop import LoopThread
+
+    rng = np.random.default_rng(11)
+    loop = LoopThread("bench-lookups")
+    writer = loop.run(_opened(settings))
+    found, removed = [], []
+    try:
+        for _ in range(rounds):
+            hashes = [f"{int(i):032x}" for i in rng.integers(0, filled, 128)]
+            t = time.perf_counter()
+            loop.run(writer.stored_vectors(hashes))
+            found.append((time.perf_counter() - t) * 1000)
+            doc = f"doc-{int(rng.integers(0, filled // 100))}"
+            t = time.perf_counter()
+            loop.run(writer.remove(doc, below_generation=2))
+            removed.append((time.perf_counter() - t) * 1000)
+    finally:
+        loop.stop()
+    return {"reuse look-up of 128 hashes": found, "removal of one file's 100 rows": removed}
+
+
+async def _opened(settings: Any) -> Any:
+    from dropvec.workers.store import ChunkWriter, open_store
+
+    return ChunkWriter(open_store(settings, None, use_async=True), settings)
+
+
 def percentile(values: list[float], p: float) -> float:
     return float(np.percentile(np.array(values), p))
 
@@ -107,11 +153,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--at", default="100000", help="collection sizes to measure at, comma-separated")
+    parser.add_argument("--window", type=int, default=50_000, help="entities the write rate is taken over")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--milvus", choices=["lite", "standalone"], default=None)
     parser.add_argument(
-        "--grid", default="64x4,256x4,1024x4,256x1,256x8",
+        "--grid", default="256x4,64x4,1024x4,256x1,256x8",
         help="batch-size x concurrency points of the write path, the first one fills the collection",
     )  # fmt: skip
     parser.add_argument("--grid-entities", type=int, default=20_000)
@@ -128,23 +175,24 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     try:
         points = [tuple(int(x) for x in p.split("x")) for p in args.grid.split(",")]
-        for n, (batch, concurrency) in enumerate(points):
-            count = args.entities if n == 0 else args.grid_entities
-            collection = settings.collection if n == 0 else f"{settings.collection}_{n}"
-            target = settings.model_copy(update={"collection": collection})
-            rate = write(target, count, batch, concurrency, seed=n)
+        batch, concurrency = points[0]
+        sizes = sorted(int(x) for x in args.at.split(","))
+        for size, rate in write(settings, sizes, batch, concurrency, seed=0, window=args.window):
             rows.append(
                 {
-                    "system": f"write path, batch {batch} x {concurrency} in flight",
-                    "vectors": count,
+                    "system": f"writes up to {size} entities, batch {batch} x {concurrency}",
+                    "entities": size,
+                    "vectors": min(args.window, size),
                     "vectors_per_s": rate,
                 }
             )
-            if n == 0:
-                timings = search_latency(settings, args.queries)
+            timed = {"search top-5, one client": search_latency(settings, args.queries)}
+            timed.update(lookups(settings, size))
+            for what, timings in timed.items():
                 rows.append(
                     {
-                        "system": f"search top-5 at {args.entities} entities, one client",
+                        "system": f"{what} at {size} entities",
+                        "entities": size,
                         "queries": len(timings),
                         "p50_ms": percentile(timings, 50),
                         "p95_ms": percentile(timings, 95),
@@ -152,8 +200,18 @@ def main() -> None:
                         "mean_ms": statistics.fmean(timings),
                     }
                 )
-            else:
-                drop_collection(settings, collection)
+        drop_collection(settings)
+        for n, (batch, concurrency) in enumerate(points[1:], start=1):
+            target = settings.model_copy(update={"collection": f"{settings.collection}_{n}"})
+            [(_, rate)] = write(target, [args.grid_entities], batch, concurrency, seed=n)
+            rows.append(
+                {
+                    "system": f"write path, batch {batch} x {concurrency} in flight",
+                    "vectors": args.grid_entities,
+                    "vectors_per_s": rate,
+                }
+            )
+            drop_collection(target)
     finally:
         for s in reversed(services):
             s.stop()
@@ -164,10 +222,10 @@ def main() -> None:
     print(f"Milvus: embedded {settings.embedded_milvus}, {DIM} dimensions, index {settings.index_type}")
     for row in rows:
         if "vectors_per_s" in row:
-            print(f"{row['system']:44} {row['vectors']:8d} vectors {row['vectors_per_s']:9.0f} vectors/s")
+            print(f"{row['system']:52} {row['vectors']:8d} vectors {row['vectors_per_s']:9.0f} vectors/s")
         else:
             print(
-                f"{row['system']:44} p50 {row['p50_ms']:6.1f} ms  p95 {row['p95_ms']:6.1f} ms"
+                f"{row['system']:52} p50 {row['p50_ms']:6.1f} ms  p95 {row['p95_ms']:6.1f} ms"
                 f"  p99 {row['p99_ms']:6.1f} ms"
             )
 

@@ -49,6 +49,10 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: Chunks per model call by default: a CPU gains nothing past a few dozen; a GPU wants hundreds.
+CPU_BATCH, GPU_BATCH = 32, 256
+
+
 class Settings(BaseSettings):
     """Everything dropvec can be told. Each field is ``DROPVEC_<FIELD NAME>`` in the environment."""
 
@@ -98,7 +102,9 @@ class Settings(BaseSettings):
         description="Where ONNX exports of the model are built, once per machine",
     )
     torch_threads: int = Field(0, ge=0, description="Threads per worker process; 0 = cores/workers")
-    embed_batch_size: int = Field(32, ge=1, description="Chunks per model call")
+    embed_batch_size: int = Field(
+        0, ge=0, description=f"Chunks per model call; 0 = {CPU_BATCH} on a CPU, {GPU_BATCH} on a GPU"
+    )
 
     # Chunking and tasks
     chunk_size: int = Field(
@@ -204,6 +210,12 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def batch_size(self, device: str | None = None) -> int:
+        """Chunks per model call on ``device`` (default: the resolved one)."""
+        if self.embed_batch_size:
+            return self.embed_batch_size
+        return CPU_BATCH if (device or self.resolved_device()) == "cpu" else GPU_BATCH
 
     def resolved_backend(self) -> str:
         """The embedding backend: the one configured, or for ``auto`` the fastest one measured

@@ -1,6 +1,7 @@
 """The embedding model, loaded once per process, on the backend the settings resolve to.
 
-``torch``      sentence-transformers on torch: CUDA when a GPU is present, else CPU fp32.
+``torch``      sentence-transformers on torch: CUDA (fp16, batches of 256) when a GPU is present,
+               else CPU fp32.
 ``onnx``       the same model exported to ONNX (vectors equal to torch's), run by ONNX Runtime.
 ``onnx-int8``  that export with int8 dynamic quantisation: per-channel weights, MatMuls only (the
                embeddings, LayerNorm, softmax and GELU stay fp32), with the instruction set the CPU
@@ -67,7 +68,7 @@ def load_embedder(settings: Settings) -> BaseEmbedding:
 
                 ov = OpenVINOEmbedding(
                     export_onnx(settings), "onnx/model.onnx", threads,
-                    embed_batch_size=settings.embed_batch_size, **options,
+                    embed_batch_size=settings.batch_size(device), **options,
                 )  # fmt: skip
                 log.info("loaded %s (openvino) on cpu with %d threads", settings.embed_model, threads)
                 return ov
@@ -78,15 +79,25 @@ def load_embedder(settings: Settings) -> BaseEmbedding:
                 raise
             log.warning("%s; using the torch backend", exc)  # a model that cannot be exported
             backend = "torch"
+    if backend == "torch" and device.startswith("cuda"):
+        options["model_kwargs"] = torch_gpu_options()
     model = HuggingFaceEmbedding(
         model_name=model_name,
         device=device,
-        embed_batch_size=settings.embed_batch_size,
+        embed_batch_size=settings.batch_size(device),
         normalize=True,
         **options,
     )
     log.info("loaded %s (%s) on %s with %d threads", settings.embed_model, backend, device, threads)
     return model
+
+
+def torch_gpu_options() -> dict[str, Any]:
+    """On a GPU the model runs in fp16: twice the speed of fp32 and half its memory, with cosines
+    to fp32 above 0.999 for MiniLM-class encoders (not measured here: no GPU was drawn)."""
+    import torch
+
+    return {"torch_dtype": torch.float16}
 
 
 def embedding_dim(model: BaseEmbedding) -> int:

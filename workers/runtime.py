@@ -128,8 +128,9 @@ class WorkerRuntime:
 
         write(set(vectors))
         keys = sorted(todo, key=lambda h: len(todo[h]))  # batches of like length: little padding
-        for start in range(0, len(keys), self.settings.embed_batch_size):
-            batch = keys[start : start + self.settings.embed_batch_size]
+        size = getattr(self.embedder, "embed_batch_size", 0) or self.settings.batch_size()
+        for start in range(0, len(keys), size):
+            batch = keys[start : start + size]
             began = time.perf_counter()
             embedded = self.embedder.get_text_embedding_batch([todo[h] for h in batch])
             self.metrics.embed_seconds.observe(seconds := time.perf_counter() - began)

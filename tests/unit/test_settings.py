@@ -46,3 +46,14 @@ def test_a_local_model_folder_is_used_as_a_path(tmp_path: Path) -> None:
 def test_passwords_are_masked_in_printed_urls() -> None:
     assert redact_url("redis://user:hunter2@h:6379/0") == "redis://user:***@h:6379/0"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_model_batches_are_sized_for_the_device_unless_set() -> None:
+    from dropvec.workers.embed import torch_gpu_options
+
+    assert Settings(device="cpu").batch_size() == 32
+    assert Settings(device="cuda").batch_size() == 256
+    assert Settings(device="cpu").batch_size("cuda:1") == 256
+    assert Settings(embed_batch_size=8).batch_size("cuda") == 8
+    # on a GPU, torch runs the model in fp16
+    assert str(torch_gpu_options()["torch_dtype"]) == "torch.float16"
