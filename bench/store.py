@@ -48,6 +48,10 @@ def nodes(count: int, rng: np.random.Generator, offset: int = 0) -> list[Any]:
             embedding=vectors[i].tolist(),
             metadata={
                 "doc_id": f"doc-{(offset + i) // 100}",
+                "file_path": f"/inbox/folder-{(offset + i) // 10_000}/file-{(offset + i) // 100}.txt",
+                "file_type": "txt",
+                "modified": 1_700_000_000 + (offset + i) // 100,
+                "chunk_index": (offset + i) % 100,
                 "embed_hash": f"{offset + i:032x}",
                 "generation": 1,
             },
@@ -77,7 +81,7 @@ def write(
             while written < size:
                 batch = nodes(min(step, size - written), rng, written)
                 t = time.perf_counter()
-                loop.run(writer.write(batch))
+                loop.run(writer.write(batch, maybe_stored=False))  # (a task's first run)
                 timed.append((len(batch), time.perf_counter() - t))
                 written += len(batch)
             last, seconds = 0, 0.0

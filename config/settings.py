@@ -132,6 +132,19 @@ class Settings(BaseSettings):
     )
 
     # Writing
+    # Search
+    search_mode: Literal["hybrid", "dense", "sparse"] = Field(
+        "hybrid", description="How search, ask and serve retrieve: dense + BM25 fused, or one of them"
+    )
+    search_ranker: Literal["rrf", "weighted"] = Field(
+        "rrf", description="How a hybrid search fuses its two lists: reciprocal rank, or weighted scores"
+    )
+    rrf_k: int = Field(60, ge=1, description="RRF's constant: higher flattens the rank differences")
+    dense_weight: float = Field(
+        0.5, ge=0, le=1, description="The weighted ranker's share for dense scores (BM25 has the rest)"
+    )
+    search_depth: int = Field(50, ge=1, le=16_384, description="Candidates each leg of a hybrid search gives")
+
     write_batch_size: int = Field(
         256, ge=1, description="Entities per async_add call (bench.store: 256 x 4 fastest)"
     )

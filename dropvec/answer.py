@@ -14,7 +14,7 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 
 from dropvec.config.errors import LLMUnavailable
 from dropvec.config.settings import Settings
-from dropvec.search import Hit, Retriever, search
+from dropvec.search import Hit, Query, Retriever, search
 from dropvec.workers.embed import load_embedder
 
 #: Said when no LLM is configured, in place of an answer.
@@ -56,15 +56,20 @@ class Answer:
 
 
 async def ask(
-    settings: Settings, question: str, k: int | None, llm: LLM | None, embedder: BaseEmbedding | None = None
+    settings: Settings,
+    question: str,
+    query: Query | None,
+    llm: LLM | None,
+    embedder: BaseEmbedding | None = None,
 ) -> Answer:
-    """Retrieve the top ``k`` (default: DROPVEC_TOP_K) chunks and start the LLM's answer from them
-    (``aquery``); with no LLM, the chunks alone, and the notice that says so. ``embedder``: the
-    configured model's, loaded here if not given."""
+    """Retrieve the chunks ``query`` finds (default: DROPVEC_TOP_K of DROPVEC_SEARCH_MODE) and start
+    the LLM's answer from them (``aquery``); with no LLM, the chunks alone, and the notice that
+    says so. ``embedder``: the configured model's, loaded here if not given."""
     model = embedder if embedder is not None else await asyncio.to_thread(load_embedder, settings)
+    query = query or Query.of(settings)
     if llm is None:
-        return Answer(await asyncio.to_thread(search, settings, question, k, model), None, NO_LLM)
-    retriever = Retriever(settings, k or settings.top_k, model)
+        return Answer(await asyncio.to_thread(search, settings, question, None, model, query), None, NO_LLM)
+    retriever = Retriever(settings, query, model)
     engine = RetrieverQueryEngine.from_args(retriever, llm=llm, streaming=True)
     try:
         response = await engine.aquery(question)

@@ -12,7 +12,8 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -24,23 +25,43 @@ from dropvec.answer import ask, load_llm
 from dropvec.config.errors import DropvecError, LLMUnavailable
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import pipeline_registry
-from dropvec.search import search
+from dropvec.search import Query, search
 
 MAX_QUESTION_CHARS = 4000
 
 
-class SearchRequest(BaseModel):
+class Retrieval(BaseModel):
+    """How to retrieve: how many chunks, which way, and which files they may come from."""
+
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="What to look for")
     k: int | None = Field(None, ge=1, le=100, description="How many chunks (default: DROPVEC_TOP_K)")
+    mode: Literal["hybrid", "dense", "sparse"] | None = Field(
+        None, description="Default: DROPVEC_SEARCH_MODE"
+    )
+    path: str = Field("", max_length=4096, description="Only files whose path matches this glob, or under it")
+    types: list[Annotated[str, Field(max_length=32)]] = Field(
+        [], max_length=32, description="Only files of these types (pdf, md...)"
+    )
+    since: date | None = Field(None, description="Only files modified on or after this day")
+    until: date | None = Field(None, description="Only files modified on or before this day")
+
+    def query(self, settings: Settings, context: int = 0) -> Query:
+        return Query.of(
+            settings, self.k, self.mode, path=self.path, types=self.types, since=self.since,
+            until=self.until, context=context,
+        )  # fmt: skip
 
 
-class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SearchRequest(Retrieval):
+    query_text: str = Field(
+        alias="query", min_length=1, max_length=MAX_QUESTION_CHARS, description="What to look for"
+    )
+    context: int = Field(0, ge=0, le=10, description="Neighbouring chunks to return each side of a hit")
 
+
+class AskRequest(Retrieval):
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-    k: int | None = Field(None, ge=1, le=100, description="Chunks given to the LLM (default: DROPVEC_TOP_K)")
 
 
 class HitOut(BaseModel):
@@ -49,6 +70,8 @@ class HitOut(BaseModel):
     chunk: int
     text: str
     page: str = ""
+    section: str = ""
+    context: str = ""
 
 
 class SearchResponse(BaseModel):
@@ -96,14 +119,15 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
     @api.post("/search", dependencies=[Depends(authorized)])
     def search_chunks(body: SearchRequest, request: Request) -> SearchResponse:
         """The top-k chunks for a query, as `dropvec search` finds them."""
-        hits = search(settings, body.query, body.k or settings.top_k, request.app.state.embedder)
+        query = body.query(settings, body.context)
+        hits = search(settings, body.query_text, None, request.app.state.embedder, query)
         return SearchResponse(hits=[HitOut(**h.as_dict()) for h in hits])  # type: ignore[arg-type]
 
     @api.post("/ask", dependencies=[Depends(authorized)], response_class=StreamingResponse)
     async def ask_question(body: AskRequest, request: Request) -> StreamingResponse:
         """An answer from the configured LLM over the top-k chunks, streamed as JSON lines."""
-        state, k = request.app.state, body.k or settings.top_k
-        answer = await ask(settings, body.question, k, state.llm, state.embedder)
+        state = request.app.state
+        answer = await ask(settings, body.question, body.query(settings), state.llm, state.embedder)
 
         async def lines() -> AsyncIterator[str]:
             yield _line({"sources": [h.as_dict() for h in answer.sources]})

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,17 @@ TopK = Annotated[int | None, typer.Option("-k", "--top-k", help="How many chunks
 _HELP = "Worker processes (default: one per core, up to 4; 0: none)"
 Workers = Annotated[int | None, typer.Option("-w", "--workers", envvar="DROPVEC_WORKERS", help=_HELP)]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Also the log lines and progress bars")]
+Mode = Annotated[str | None, typer.Option(help="hybrid, dense or sparse (DROPVEC_SEARCH_MODE)")]
+Under = Annotated[
+    str, typer.Option("--path", help="Only files whose path matches this glob, or under this folder")
+]
+Types = Annotated[
+    list[str] | None, typer.Option("--type", help="Only files of this type (pdf, md...); repeatable")
+]
+Day = Annotated[
+    datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Files modified on or after/before a day")
+]
+Context = Annotated[int, typer.Option(help="Also this many neighbouring chunks each side of a hit")]
 
 
 def command(fn: Callable[..., int | None]) -> Callable[..., None]:
@@ -93,28 +105,46 @@ def _ingest(settings: Settings, targets: list[Path], *, force: bool, wait: bool,
 def search(
     question: Annotated[str, typer.Argument(help="What to look for")],
     k: TopK = None,
+    mode: Mode = None,
+    path: Under = "",
+    types: Types = None,
+    since: Day = None,
+    until: Day = None,
+    context: Context = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array: score, file, chunk, text")] = False,
     verbose: Verbose = False,
 ) -> None:
     """The top-k chunks for a question, with score, file and snippet."""
+    from dropvec.search import Query
     from dropvec.search import search as run_search
 
-    render.hits(run_search(_settings(quiet=not verbose), question, k), as_json)
+    settings = _settings(quiet=not verbose)
+    query = Query.of(
+        settings, k, mode, path=path, types=types or (), since=since, until=until, context=context
+    )
+    render.hits(run_search(settings, question, query=query), as_json)
 
 
 @command
 def ask(
     question: Annotated[str, typer.Argument(help="The question")],
     k: TopK = None,
+    mode: Mode = None,
+    path: Under = "",
+    types: Types = None,
+    since: Day = None,
+    until: Day = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object: answer and sources")] = False,
     verbose: Verbose = False,
 ) -> None:
     """Answer from the folder with the configured LLM (DROPVEC_LLM_*): streamed, then its sources."""
     from dropvec import answer
+    from dropvec.search import Query
 
     settings = _settings(quiet=not verbose)
+    query = Query.of(settings, k, mode, path=path, types=types or (), since=since, until=until)
     asyncio.run(
-        render.answer(question, answer.ask(settings, question, k, answer.load_llm(settings)), as_json)
+        render.answer(question, answer.ask(settings, question, query, answer.load_llm(settings)), as_json)
     )
 
 
@@ -141,6 +171,15 @@ def status(
     from dropvec.status import collect_status
 
     render.status(collect_status(_settings(quiet=not verbose), files=files), as_json)
+
+
+@command
+def migrate() -> None:
+    """Give a collection of an older dropvec the fields of hybrid search and filters (no embedding)."""
+    from dropvec.workers.store import migrate as run
+
+    copied = run(settings := _settings())
+    print(f"migrated {copied} chunks into {settings.collection!r}" if copied else "the collection is current")
 
 
 @command

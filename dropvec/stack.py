@@ -345,6 +345,17 @@ def running(
                 yield
 
 
+def migrate_if_outdated(settings: Settings) -> None:
+    """A collection made by an older dropvec gets this one's fields (text search, filters), from its
+    own vectors, before the workers start."""
+    from dropvec.workers.store import migrate, outdated
+
+    if outdated(settings):
+        log.warning("collection %r lacks the fields for hybrid search and filters: migrating it "
+                    "(its vectors are copied, nothing is embedded)", settings.collection)  # fmt: skip
+        log.warning("migrated %d chunks into the new collection %r", migrate(settings), settings.collection)
+
+
 @contextmanager
 def local_stack(
     settings: Settings, worker_count: int | None, on_stopping: Callable[[], None] = lambda: None
@@ -359,6 +370,7 @@ def local_stack(
             service = start(settings, data_dir)
             if service is not None:
                 services.append(service)
+        migrate_if_outdated(settings)
         services += start_workers(settings, settings.worker_processes(worker_count), data_dir / "logs")
         yield services
     finally:

@@ -77,7 +77,12 @@ class MemoryStore:
         wanted = set(hashes)
         return {r.embed_hash: r.embedding for r in self.rows.values() if r.embed_hash in wanted}
 
-    async def write(self, nodes: Sequence[Any]) -> int:
+    async def write(self, nodes: Sequence[Any], *, maybe_stored: bool = True) -> int:
+        """As Milvus's insert: a row whose id is stored already would be stored twice, so a task
+        run again must say so (``maybe_stored``), and those rows are not written again."""
+        if not maybe_stored:
+            twice = [n.node_id for n in nodes if n.node_id in self.rows]
+            assert not twice, f"chunks written twice, by a task not marked as run before: {twice}"
         for node in nodes:
             m = node.metadata
             self.rows[node.node_id] = Row(
@@ -116,24 +121,28 @@ def deliver(queue: MemoryQueue, runtime: Any, *, twice: bool = False) -> int:
     as after a lost acknowledgement), until the queue is empty; how many were handed. A task that
     raises other than for a service down gives up, as Celery's ``on_failure`` has it do."""
 
+    rerun: set[tuple[str, int, int]] = set()  # the parts of failed packs: queued as run before
+
     def requeue(parts: Sequence[EmbedTask]) -> None:
+        rerun.update((p.doc_id, p.generation, p.task_index) for p in parts)
         queue.sent.extend((EMBED_TASK, part.model_dump(mode="json")) for part in parts)
 
     handed = 0
     while batch := queue.take():
         for name, message in batch:
-            for _ in range(2 if twice else 1):
+            for delivery in range(2 if twice else 1):
                 if name == EMBED_TASK:
                     task = EmbedTask.model_validate(message)
+                    again = delivery > 0 or (task.doc_id, task.generation, task.task_index) in rerun
                     try:
-                        runtime.process(task)
+                        runtime.process(task, again=again)
                     except ServiceUnavailable:
                         raise
                     except Exception as exc:  # noqa: BLE001 (the task gives up)
                         for removal in runtime.give_up([task], f"{type(exc).__name__}: {exc}"):
                             queue.sent.append((REMOVE_TASK, removal.model_dump(mode="json")))
                 elif name == EMBED_FILES_TASK:
-                    runtime.process_pack(FilesTask.model_validate(message).parts, requeue)
+                    runtime.process_pack(FilesTask.model_validate(message).parts, requeue, again=delivery > 0)
                 elif name == REMOVE_TASK:
                     runtime.remove(RemoveTask.model_validate(message))
                 else:

@@ -89,17 +89,18 @@ _broker_errors = mapping(BROKER_ERRORS, RedisUnavailable, "the task queue")
 
 @contextmanager
 @_broker_errors  # (on opening and closing the connection, and on every send in the block)
-def publishing(app: Celery) -> Iterator[Callable[[str, dict[str, Any]], None]]:
+def publishing(app: Celery) -> Iterator[Callable[..., None]]:
     """``send(task name, message)`` for as long as the block runs, over one broker connection.
 
     What logs and monitors show for a message's arguments is a line about it (``about``): Celery
     would otherwise print the message itself, every chunk's text, a tenth of the producer's time.
     """
 
-    def send(name: str, message: dict[str, Any]) -> None:
+    def send(name: str, message: dict[str, Any], **kwargs: Any) -> None:
         app.send_task(
-            name, args=[message], queue=QUEUE, producer=publisher, argsrepr=about(message), kwargsrepr="{}"
-        )
+            name, args=[message], kwargs=kwargs, queue=QUEUE, producer=publisher,
+            argsrepr=about(message), kwargsrepr=repr(kwargs),
+        )  # fmt: skip
 
     with app.producer_or_acquire() as publisher:
         yield send

@@ -40,7 +40,7 @@ class Writer(Protocol):
     on_write: Callable[[float], None] | None
 
     async def stored_vectors(self, embed_hashes: Sequence[str]) -> dict[str, list[float]]: ...
-    async def write(self, nodes: Sequence[BaseNode]) -> int: ...
+    async def write(self, nodes: Sequence[BaseNode], *, maybe_stored: bool = True) -> int: ...
     async def delete_ids(self, ids: Sequence[str]) -> None: ...
     async def remove(self, doc_id: str, below_generation: int) -> int: ...
 
@@ -85,12 +85,12 @@ class WorkerRuntime:
         self.metrics.write_seconds.observe(seconds)
         self.write_seconds += seconds
 
-    def process(self, task: EmbedTask) -> int:
+    def process(self, task: EmbedTask, *, again: bool = False) -> int:
         """Write one task's chunks (see ``process_many``); how many were written."""
-        return self.process_many([task])
+        return self.process_many([task], again=again)
 
     @_late_writes
-    def process_many(self, tasks: Sequence[EmbedTask]) -> int:
+    def process_many(self, tasks: Sequence[EmbedTask], *, again: bool = False) -> int:
         """Write the chunks of ``tasks`` (each of its own file version), embedding only those whose
         vector is not stored already; how many were written.
 
@@ -100,6 +100,9 @@ class WorkerRuntime:
         while the next one embeds. Each task is counted as its file's own; one that completes its
         file's version removes the versions that it replaces. A task of a version that is no
         longer current is dropped (and whatever of it was written meanwhile is deleted).
+
+        ``again``: the tasks may have run before (see ``tasks.ran_before``): chunks already stored
+        are not written twice.
         """
         live = self._current(tasks)
         if not live:
@@ -124,7 +127,7 @@ class WorkerRuntime:
             for node in ready:
                 node.embedding = vectors[node.metadata["embed_hash"]]
             if ready:
-                pending.append(self.loop.submit(self.writer.write(ready)))
+                pending.append(self.loop.submit(self.writer.write(ready, maybe_stored=again)))
 
         write(set(vectors))
         keys = sorted(todo, key=lambda h: len(todo[h]))  # batches of like length: little padding
@@ -148,12 +151,18 @@ class WorkerRuntime:
         self.state.counters.count(work)
         return kept
 
-    def process_pack(self, tasks: Sequence[EmbedTask], requeue: Callable[[Sequence[EmbedTask]], None]) -> int:
+    def process_pack(
+        self,
+        tasks: Sequence[EmbedTask],
+        requeue: Callable[[Sequence[EmbedTask]], None],
+        *,
+        again: bool = False,
+    ) -> int:
         """``process_many`` for the tasks of several files sent as one. Should that fail other
         than by a service going down, each is handed to ``requeue``, to be queued as a task of its
         own: a file fails alone."""
         try:
-            return self.process_many(tasks)
+            return self.process_many(tasks, again=again)
         except ServiceUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 (whatever it was, the files are tried one by one)

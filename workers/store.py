@@ -1,10 +1,18 @@
 """Milvus through llama-index's MilvusVectorStore: the collection, writes, reuse, removal, counts.
 
 The collection is created here, with the fields llama-index's MilvusVectorStore uses (``id``,
-``doc_id``, ``text``, ``embedding``) plus two of dropvec's own, each with a scalar index:
+``doc_id``, ``text``, ``embedding``) plus dropvec's own, each with a scalar index:
 
-    embed_hash   the model and the exact text embedded: a stored vector is reused by this key
-    generation   the file version the chunk belongs to: older versions are removed by it
+    embed_hash        the model and the exact text embedded: a stored vector is reused by this key
+    generation        the file version the chunk belongs to: older versions are removed by it
+    file_path, file_type, modified
+                      where the chunk comes from, for filters at query time
+    sparse_embedding  BM25 of ``text`` (Milvus's English analyzer: stemming, stop words), made
+                      by the server's own BM25 function from the text: nothing more is embedded
+
+A Milvus without BM25 functions (before 2.5) gets the collection without the sparse field, and
+searches there are dense only. A collection of an older dropvec is rebuilt with the new fields
+from its own stored vectors by ``migrate``.
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from pymilvus import DataType, MilvusClient
+from pymilvus import DataType, Function, FunctionType, MilvusClient
 from pymilvus.client import entity_helper
 from pymilvus.client.types import LoadState
 from pymilvus.exceptions import MilvusException
@@ -28,7 +37,7 @@ from dropvec.config.polling import poll
 from dropvec.config.settings import Settings
 
 if TYPE_CHECKING:  # (llama-index takes a second to import: only the write and read paths pay it)
-    from llama_index.core.schema import BaseNode
+    from llama_index.core.schema import BaseNode, NodeWithScore
     from llama_index.vector_stores.milvus import MilvusVectorStore
 
 log = logging.getLogger(__name__)
@@ -63,7 +72,7 @@ def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> Milvu
         similarity_metric=settings.metric,
         consistency_level=settings.consistency_level,
         index_config={"index_type": settings.index_type, "metric_type": settings.metric},
-        upsert_mode=True,
+        upsert_mode=False,  # (ChunkWriter.write: each chunk is stored once without it)
         batch_size=settings.write_batch_size,
         use_async_client=use_async,
     )
@@ -98,6 +107,10 @@ def read_store(settings: Settings) -> MilvusVectorStore:
 #: Field names, as llama-index's MilvusVectorStore writes them, and dropvec's own.
 ID, DOC_ID, TEXT, EMBEDDING = "id", "doc_id", "text", "embedding"
 EMBED_HASH, GENERATION = "embed_hash", "generation"
+FILE_PATH, FILE_TYPE, MODIFIED = "file_path", "file_type", "modified"
+SPARSE = "sparse_embedding"  # (llama-index's name for it: its sparse query modes find it)
+#: What BM25 indexes of the text: Milvus's English analyzer (lower case, stop words, stemming).
+ANALYZER = {"type": "english"}
 #: Scalar index types to try, newest Milvus first.
 SCALAR_INDEX_TYPES = ("INVERTED", "Trie")
 #: Queries at most per vector look-up (see ChunkWriter.stored_vectors).
@@ -115,31 +128,71 @@ def ensure_collection(settings: Settings, dim: int) -> bool:
         if client.has_collection(settings.collection):
             _check_collection(settings, client.describe_collection(settings.collection)["fields"], dim)
             return False
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
-        schema.add_field(ID, DataType.VARCHAR, max_length=65_535, is_primary=True)
-        schema.add_field(DOC_ID, DataType.VARCHAR, max_length=65_535)
-        schema.add_field(TEXT, DataType.VARCHAR, max_length=65_535)
-        schema.add_field(EMBED_HASH, DataType.VARCHAR, max_length=64)
-        schema.add_field(GENERATION, DataType.INT64)
-        schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
         try:
-            client.create_collection(
-                settings.collection, schema=schema, consistency_level=settings.consistency_level
-            )
-        except MilvusException:
-            if not client.has_collection(settings.collection):
+            create_collection(client, settings, dim, text_search=True)
+        except MilvusException as exc:
+            if client.has_collection(settings.collection):
+                _wait_until_loaded(client, settings.collection)  # another worker is creating it
+                return False
+            if "function" not in str(exc).lower() and "analyzer" not in str(exc).lower():
                 raise
-            _wait_until_loaded(client, settings.collection)  # another worker is creating it
-            return False
-        index = client.prepare_index_params()
-        index.add_index(EMBEDDING, index_type=settings.index_type, metric_type=settings.metric)
-        client.create_index(settings.collection, index)
-        for field in (DOC_ID, EMBED_HASH):
-            _index_scalar(client, settings.collection, field)
+            log.warning("Milvus offers no BM25 function (%s): searches will be dense only", exc)
+            create_collection(client, settings, dim, text_search=False)
         client.load_collection(settings.collection)
         return True
     finally:
         client.close()
+
+
+def create_collection(client: MilvusClient, settings: Settings, dim: int, *, text_search: bool) -> None:
+    """The collection, its indexes, loaded; ``text_search``: with the BM25 field and function."""
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
+    schema.add_field(ID, DataType.VARCHAR, max_length=65_535, is_primary=True)
+    schema.add_field(DOC_ID, DataType.VARCHAR, max_length=65_535)
+    text_options = {"enable_analyzer": True, "analyzer_params": ANALYZER} if text_search else {}
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=65_535, **text_options)
+    schema.add_field(EMBED_HASH, DataType.VARCHAR, max_length=64)
+    schema.add_field(GENERATION, DataType.INT64)
+    # (not nullable: Milvus Lite has no nullable fields; every node carries them, see to_node)
+    schema.add_field(FILE_PATH, DataType.VARCHAR, max_length=65_535)
+    schema.add_field(FILE_TYPE, DataType.VARCHAR, max_length=64)
+    schema.add_field(MODIFIED, DataType.INT64)
+    schema.add_field(EMBEDDING, DataType.FLOAT_VECTOR, dim=dim)
+    index = client.prepare_index_params()
+    index.add_index(EMBEDDING, index_type=settings.index_type, metric_type=settings.metric)
+    if text_search:
+        schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=[TEXT],
+                output_field_names=[SPARSE],
+            )  # fmt: skip
+        )
+        index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    client.create_collection(settings.collection, schema=schema, consistency_level=settings.consistency_level)
+    client.create_index(settings.collection, index)
+    for field in (DOC_ID, EMBED_HASH, FILE_PATH, FILE_TYPE, MODIFIED):
+        _index_scalar(client, settings.collection, field)
+    client.load_collection(settings.collection)
+
+
+@milvus_errors
+def has_text_search(settings: Settings) -> bool:
+    """Whether the collection holds the BM25 field (made by this dropvec, on Milvus 2.5+)."""
+    key = (settings.milvus_uri, settings.collection)
+    if key not in _text_search:
+        client = milvus_client(settings)
+        try:
+            fields = client.describe_collection(settings.collection)["fields"]
+        finally:
+            client.close()
+        _text_search[key] = any(f["name"] == SPARSE for f in fields)
+    return _text_search[key]
+
+
+_text_search: dict[tuple[str, str], bool] = {}
 
 
 def _wait_until_loaded(client: MilvusClient, collection: str, timeout: float = 120) -> None:
@@ -286,7 +339,26 @@ class ChunkWriter:
         if ids:
             await self._client.delete(self.collection, ids=list(ids))
 
-    async def write(self, nodes: Sequence[BaseNode]) -> int:
+    async def stored_ids(self, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` that are stored (a primary-key look-up)."""
+        rows = await self._query(
+            filter=f"{ID} in {json.dumps(list(ids))}", output_fields=[ID], consistency_level="Strong"
+        )
+        return {row[ID] for row in rows}
+
+    async def write(self, nodes: Sequence[BaseNode], *, maybe_stored: bool = True) -> int:
+        """Insert ``nodes`` (how many were written); ``maybe_stored``: less those whose ids are
+        stored already.
+
+        Insert, not upsert: a chunk id is new on every version of a file (its generation is in
+        it), and an upsert, a delete by id before each insert, fell to 1,200 vectors/s at 70,000
+        entities in Milvus Lite where inserts keep 5,000 (bench.store). What upsert gave, that a
+        task run again (a worker lost, a retry after an outage) stores each chunk once, the
+        look-up of the ids gives; it costs a query that grows with the collection, so a task's
+        first run, which cannot find its own chunks stored, skips it."""
+        if nodes and maybe_stored:
+            stored = await self.stored_ids([n.node_id for n in nodes])
+            nodes = [n for n in nodes if n.node_id not in stored]
         batches = [list(nodes[i : i + self.batch_size]) for i in range(0, len(nodes), self.batch_size)]
         written = await asyncio.gather(*(self._write_one(b) for b in batches))
         return sum(written)
@@ -298,3 +370,146 @@ class ChunkWriter:
             if self.on_write is not None:
                 self.on_write(time.perf_counter() - start)
             return written
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """One search: ``dense`` by ``vector``, ``sparse`` (BM25) by ``text``, or ``hybrid`` by both,
+    the top ``k`` of the chunks that ``expression`` (a Milvus filter; "" for all) admits."""
+
+    mode: str
+    vector: list[float] | None
+    text: str
+    k: int
+    expression: str = ""
+
+
+#: What a search returns of each chunk: enough for llama-index to rebuild its node.
+NODE_FIELDS = [TEXT, DOC_ID, "_node_content", "_node_type"]
+
+
+@milvus_errors
+def retrieve(settings: Settings, query: Retrieval) -> list[NodeWithScore]:
+    """The chunks ``query`` finds, best first, as llama-index nodes with their scores.
+
+    A hybrid search asks each leg for its ``search_depth`` best candidates and fuses them with
+    Milvus's ranker (``search_ranker``: RRF with ``rrf_k``, or the weighted sum of normalised
+    scores with ``dense_weight``).
+    """
+    from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+    client = _readers[(settings.milvus_uri, settings.collection)][0]
+    dense = {"data": [query.vector], "anns_field": EMBEDDING, "param": {"metric_type": settings.metric}}
+    sparse = {"data": [query.text], "anns_field": SPARSE, "param": {"metric_type": "BM25"}}
+    common = {"output_fields": NODE_FIELDS, "limit": query.k}
+    if query.mode == "hybrid":
+        depth = max(query.k, settings.search_depth)
+        legs = [AnnSearchRequest(**leg, limit=depth, expr=query.expression) for leg in (dense, sparse)]
+        ranker = (
+            RRFRanker(settings.rrf_k)
+            if settings.search_ranker == "rrf"
+            else WeightedRanker(settings.dense_weight, 1 - settings.dense_weight)
+        )
+        results = client.hybrid_search(settings.collection, legs, ranker=ranker, **common)
+    else:
+        leg = dense if query.mode == "dense" else sparse
+        results = client.search(
+            settings.collection, data=leg["data"], anns_field=leg["anns_field"],
+            search_params=leg["param"], filter=query.expression, **common,
+        )  # fmt: skip
+    return [_node(hit) for hit in results[0]]
+
+
+def _node(hit: dict[str, Any]) -> NodeWithScore:
+    from llama_index.core.schema import NodeWithScore
+    from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+    row = hit["entity"]
+    node = metadata_dict_to_node(row, text=row.get(TEXT))
+    return NodeWithScore(node=node, score=float(hit["distance"]))
+
+
+@milvus_errors
+def neighbours(settings: Settings, node: BaseNode, around: int) -> str:
+    """The text of ``node``'s chunk with up to ``around`` chunks of the same file version on each
+    side, in file order."""
+    meta = node.metadata
+    index, generation = int(meta.get("chunk_index", -1)), int(meta.get("generation", 0))
+    doc = node.ref_doc_id or ""
+    if index < 0 or not doc:
+        return node.get_content()
+    client = _readers[(settings.milvus_uri, settings.collection)][0]
+    rows = client.query(
+        settings.collection,
+        filter=(
+            f"{DOC_ID} == {json.dumps(doc)} and {GENERATION} == {generation} "
+            f"and chunk_index >= {index - around} and chunk_index <= {index + around}"
+        ),
+        output_fields=[TEXT, "chunk_index"],
+    )
+    return "\n\n".join(r[TEXT] for r in sorted(rows, key=lambda r: int(r["chunk_index"])))
+
+
+@milvus_errors
+def outdated(settings: Settings) -> bool:
+    """Whether the collection exists but lacks the fields of this dropvec (text search, filters)."""
+    client = milvus_client(settings)
+    try:
+        if not client.has_collection(settings.collection):
+            return False
+        names = {f["name"] for f in client.describe_collection(settings.collection)["fields"]}
+        return not {SPARSE, FILE_PATH, FILE_TYPE, MODIFIED} <= names
+    finally:
+        client.close()
+
+
+@milvus_errors
+def migrate(settings: Settings, batch: int = 2_000) -> int:
+    """Rebuild a collection of an older dropvec with this one's fields, from its own rows: the
+    vectors are copied, never embedded again, and Milvus makes the BM25 field from the text.
+    Rows are streamed (``batch`` at a time) into a new collection, which then takes the old one's
+    name. How many rows were copied (0: the collection was current)."""
+    if not outdated(settings):
+        return 0
+    client = milvus_client(settings)
+    name, building = settings.collection, f"{settings.collection}_migrating"
+    try:
+        fields = client.describe_collection(name)["fields"]
+        _check_collection(settings, fields, dim := _dim(fields))
+        ensure_loaded(client, name)
+        client.drop_collection(building)  # (a migration stopped part-way starts again)
+        target = settings.model_copy(update={"collection": building})
+        try:
+            create_collection(client, target, dim, text_search=True)
+        except MilvusException as exc:
+            log.warning("Milvus offers no BM25 function (%s): the migrated collection is dense only", exc)
+            client.drop_collection(building)
+            create_collection(client, target, dim, text_search=False)
+        copied = 0
+        rows = client.query_iterator(name, filter="", output_fields=["*"], batch_size=batch)
+        while page := rows.next():
+            client.insert(building, [_current(row) for row in page])
+            copied += len(page)
+            log.info("migrated %d rows of %s", copied, name)
+        rows.close()
+        client.drop_collection(name)
+        client.rename_collection(building, name)
+        _text_search.pop((settings.milvus_uri, name), None)
+        _readers.pop((settings.milvus_uri, name), None)
+        return copied
+    finally:
+        client.close()
+
+
+def _dim(fields: list[dict]) -> int:
+    return next(int(f["params"]["dim"]) for f in fields if f["name"] == EMBEDDING)
+
+
+def _current(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of an older collection as this one stores it (the fields it lacked filled in)."""
+    row = {k: v for k, v in row.items() if k != SPARSE}
+    path = str(row.get(FILE_PATH) or "")
+    row[FILE_PATH] = path
+    row.setdefault(FILE_TYPE, path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else "")
+    row.setdefault(MODIFIED, 0)
+    return row

@@ -77,11 +77,20 @@ def wait_out(task: Task, exc: ServiceUnavailable, since: float, *, forever: bool
     raise task.retry(exc=exc, countdown=random.uniform(backoff / 2, backoff), kwargs=kwargs)
 
 
+def ran_before(task: Task) -> bool:
+    """Whether some of the task's chunks may be stored already: it is a retry, the broker handed it
+    out again (a worker lost, a lease run out), or it is a part of a pack that failed. Only then
+    are its chunk ids looked up before they are written (``ChunkWriter.write``)."""
+    request = task.request
+    redelivered = (request.delivery_info or {}).get("redelivered")
+    return bool(request.retries or redelivered or (request.kwargs or {}).get("again"))
+
+
 @shared_task(name=EMBED_TASK, base=EmbedTaskBase, bind=True, acks_late=True, max_retries=None)
-def embed_chunks(self: Task, message: dict[str, Any], outage_since: float = 0.0) -> int:
+def embed_chunks(self: Task, message: dict[str, Any], outage_since: float = 0.0, again: bool = False) -> int:
     task = EmbedTask.model_validate(message)
     try:
-        return get_runtime(self.app.dropvec_settings).process(task)
+        return get_runtime(self.app.dropvec_settings).process(task, again=ran_before(self))
     except TRANSIENT_ERRORS as exc:
         wait_out(self, exc, outage_since)
 
@@ -92,12 +101,14 @@ def embed_files(self: Task, message: dict[str, Any], outage_since: float = 0.0) 
 
     def requeue(parts: Sequence[EmbedTask]) -> None:
         with publishing(self.app) as send:
-            for part in parts:
-                send(EMBED_TASK, part.model_dump(mode="json"))
+            for part in parts:  # (some of its chunks may have been written)
+                send(EMBED_TASK, part.model_dump(mode="json"), again=True)
 
     pack = FilesTask.model_validate(message)
     try:
-        return get_runtime(self.app.dropvec_settings).process_pack(pack.parts, requeue)
+        return get_runtime(self.app.dropvec_settings).process_pack(
+            pack.parts, requeue, again=ran_before(self)
+        )
     except TRANSIENT_ERRORS as exc:
         wait_out(self, exc, outage_since)
 

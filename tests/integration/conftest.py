@@ -44,12 +44,12 @@ class Stack:
         return {**os.environ, **self.settings.to_env()}
 
     def dropvec(
-        self, *args: str, timeout: float = 900, cwd: Path | None = None
+        self, *args: str, timeout: float = 900, cwd: Path | None = None, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run the ``dropvec`` command as a user would, against this stack."""
+        """Run the ``dropvec`` command as a user would, against this stack (``env``: added)."""
         return subprocess.run(
             [sys.executable, "-m", "dropvec", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=cwd or self.root,
             capture_output=True,
             text=True,
