@@ -15,7 +15,8 @@ per kind of question (paraphrase, keyword, fact):
   every mode but sparse needs, is timed apart: p50 in the header).
 Configurations: dense; sparse (BM25); hybrid with RRF at several constants and candidate depths;
 hybrid with the weighted ranker at several dense weights. The defaults (``Settings``) are marked.
-``--embed-keys`` embeds those file and section metadata with each chunk (a separate index).
+``--embed-keys`` embeds those file and section metadata with each chunk, ``--chunk-size`` sets the
+chunks' size (each a separate index).
 Prints figures; asserts nothing.
 """
 
@@ -117,6 +118,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--embed-keys", default="", help="metadata embedded with each chunk, comma-separated")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="tokens per chunk (default: the settings')"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args()
 
@@ -126,7 +130,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="dropvec-bench-retrieval-"))
     settings, _ = private_settings(root, own_milvus=True)
     keys = tuple(k for k in args.embed_keys.split(",") if k)
-    settings = settings.model_copy(update={"embed_metadata_keys": keys, "max_queue_depth": 10**6})
+    chunking = {"chunk_size": args.chunk_size} if args.chunk_size is not None else {}
+    settings = settings.model_copy(update={"embed_metadata_keys": keys, "max_queue_depth": 10**6, **chunking})
     folder = root / "corpus"
     for name, source in CORPORA.items():
         shutil.copytree(source, folder / name)
@@ -157,7 +162,8 @@ def main() -> None:
         return
     print(
         f"{len(asked)} questions over {chunks} chunks (indexed in {seconds:.0f} s, {os.cpu_count()} cores);"
-        f" question embedding {embed_ms:.1f} ms each; embedded metadata: {keys or 'none'}"
+        f" question embedding {embed_ms:.1f} ms each; embedded metadata: {keys or 'none'};"
+        f" {settings.chunk_size}-token chunks"
     )
     header = f"{'configuration':38} " + " ".join(f"{k[:5]:>17}" for k in ("all", *KINDS))
     print(header + "   p50 ms  p95 ms")

@@ -11,7 +11,6 @@ therefore agree, token for token, on the text the model sees.
 from __future__ import annotations
 
 import hashlib
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -111,11 +110,6 @@ def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str =
     belongs to and the key its vector can be reused by.
     """
     metadata = dict(chunk.metadata)
-    # stored in fields of their own (filters), so every node has them, even a task's from a
-    # producer older than them
-    path = str(metadata.setdefault("file_path", ""))
-    metadata.setdefault("file_type", PurePath(path).suffix.lower().lstrip("."))
-    metadata.setdefault("modified", 0)
     if generation:
         metadata["generation"] = generation
     if embed_hash:

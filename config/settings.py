@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     search_ranker: Literal["rrf", "weighted"] = Field(
         "rrf", description="How a hybrid search fuses its two lists: reciprocal rank, or weighted scores"
     )
-    rrf_k: int = Field(60, ge=1, description="RRF's constant: higher flattens the rank differences")
+    rrf_k: int = Field(10, ge=1, description="RRF's constant: higher flattens the rank differences")
     dense_weight: float = Field(
         0.5, ge=0, le=1, description="The weighted ranker's share for dense scores (BM25 has the rest)"
     )

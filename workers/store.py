@@ -134,9 +134,8 @@ def ensure_collection(settings: Settings, dim: int) -> bool:
             if client.has_collection(settings.collection):
                 _wait_until_loaded(client, settings.collection)  # another worker is creating it
                 return False
-            if "function" not in str(exc).lower() and "analyzer" not in str(exc).lower():
-                raise
-            log.warning("Milvus offers no BM25 function (%s): searches will be dense only", exc)
+            # (a Milvus before 2.5: no BM25 function, analyzer or sparse vectors)
+            log.warning("Milvus made no BM25 field (%s): searches will be dense only", exc)
             create_collection(client, settings, dim, text_search=False)
         client.load_collection(settings.collection)
         return True
@@ -172,10 +171,14 @@ def create_collection(client: MilvusClient, settings: Settings, dim: int, *, tex
         )
         index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     client.create_collection(settings.collection, schema=schema, consistency_level=settings.consistency_level)
-    client.create_index(settings.collection, index)
-    for field in (DOC_ID, EMBED_HASH, FILE_PATH, FILE_TYPE, MODIFIED):
-        _index_scalar(client, settings.collection, field)
-    client.load_collection(settings.collection)
+    try:
+        client.create_index(settings.collection, index)
+        for field in (DOC_ID, EMBED_HASH, FILE_PATH, FILE_TYPE, MODIFIED):
+            _index_scalar(client, settings.collection, field)
+        client.load_collection(settings.collection)
+    except MilvusException:
+        client.drop_collection(settings.collection)  # (made here: made again, or not at all)
+        raise
 
 
 @milvus_errors
@@ -242,13 +245,7 @@ def count_entities(settings: Settings) -> int:
     """Exact number of chunks stored (strong consistency); 0 when the collection does not exist."""
     client = milvus_client(settings)
     try:
-        if not client.has_collection(settings.collection):
-            return 0
-        ensure_loaded(client, settings.collection)
-        rows = client.query(
-            settings.collection, filter="", output_fields=["count(*)"], consistency_level="Strong"
-        )
-        return int(rows[0]["count(*)"])
+        return count_of(client, settings.collection) if client.has_collection(settings.collection) else 0
     finally:
         client.close()
 
@@ -356,6 +353,8 @@ class ChunkWriter:
         task run again (a worker lost, a retry after an outage) stores each chunk once, the
         look-up of the ids gives; it costs a query that grows with the collection, so a task's
         first run, which cannot find its own chunks stored, skips it."""
+        for node in nodes:
+            with_file_fields(node.metadata)
         if nodes and maybe_stored:
             stored = await self.stored_ids([n.node_id for n in nodes])
             nodes = [n for n in nodes if n.node_id not in stored]
@@ -468,37 +467,75 @@ def migrate(settings: Settings, batch: int = 2_000) -> int:
     """Rebuild a collection of an older dropvec with this one's fields, from its own rows: the
     vectors are copied, never embedded again, and Milvus makes the BM25 field from the text.
     Rows are streamed (``batch`` at a time) into a new collection, which then takes the old one's
-    name. How many rows were copied (0: the collection was current)."""
-    if not outdated(settings):
-        return 0
+    name (renamed, or where the server cannot rename, as Milvus Lite cannot, copied back). A
+    migration stopped part-way is finished by the next. How many rows were copied (0: the
+    collection was current)."""
     client = milvus_client(settings)
     name, building = settings.collection, f"{settings.collection}_migrating"
     try:
-        fields = client.describe_collection(name)["fields"]
-        _check_collection(settings, fields, dim := _dim(fields))
-        ensure_loaded(client, name)
-        client.drop_collection(building)  # (a migration stopped part-way starts again)
-        target = settings.model_copy(update={"collection": building})
+        if client.has_collection(name) and not outdated(settings):
+            return 0
+        if client.has_collection(name):
+            fields = client.describe_collection(name)["fields"]
+            _check_collection(settings, fields, dim := _dim(fields))
+            client.drop_collection(building)  # (a copy stopped part-way starts again)
+            _create_current(client, settings.model_copy(update={"collection": building}), dim)
+            copied = _copy(client, name, building, batch)
+            client.drop_collection(name)
+        elif client.has_collection(building):  # stopped after the old one was dropped
+            copied = count_of(client, building)
+        else:
+            raise ConfigError(f"nothing to migrate: collection {name!r} does not exist")
         try:
-            create_collection(client, target, dim, text_search=True)
-        except MilvusException as exc:
-            log.warning("Milvus offers no BM25 function (%s): the migrated collection is dense only", exc)
+            client.rename_collection(building, name)
+        except (MilvusException, grpc.RpcError):
+            dim = _dim(client.describe_collection(building)["fields"])
+            _create_current(client, settings, dim)
+            _copy(client, building, name, batch)
             client.drop_collection(building)
-            create_collection(client, target, dim, text_search=False)
-        copied = 0
-        rows = client.query_iterator(name, filter="", output_fields=["*"], batch_size=batch)
-        while page := rows.next():
-            client.insert(building, [_current(row) for row in page])
-            copied += len(page)
-            log.info("migrated %d rows of %s", copied, name)
-        rows.close()
-        client.drop_collection(name)
-        client.rename_collection(building, name)
         _text_search.pop((settings.milvus_uri, name), None)
         _readers.pop((settings.milvus_uri, name), None)
         return copied
     finally:
         client.close()
+
+
+def _create_current(client: MilvusClient, settings: Settings, dim: int) -> None:
+    try:
+        create_collection(client, settings, dim, text_search=True)
+    except MilvusException as exc:
+        log.warning("Milvus made no BM25 field (%s): the migrated collection is dense only", exc)
+        create_collection(client, settings, dim, text_search=False)
+
+
+def _copy(client: MilvusClient, source: str, target: str, batch: int) -> int:
+    ensure_loaded(client, source)
+    copied = 0
+    rows = client.query_iterator(source, filter="", output_fields=["*"], batch_size=batch)
+    while page := rows.next():
+        client.insert(target, [_current(row) for row in page])
+        copied += len(page)
+        log.info("copied %d rows of %s into %s", copied, source, target)
+    rows.close()
+    return copied
+
+
+def count_of(client: MilvusClient, collection: str) -> int:
+    ensure_loaded(client, collection)
+    rows = client.query(collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    return int(rows[0]["count(*)"])
+
+
+def with_file_fields(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` with the file fields every row must have (Milvus Lite has no nullable fields),
+    filled in where a node lacks them (a task's from an older producer, a row of an older
+    collection): the type from the path's extension, the modification time 0 (unknown)."""
+    path = str(metadata.get(FILE_PATH) or "")
+    metadata[FILE_PATH] = path
+    name = path.rsplit("/", 1)[-1]
+    metadata.setdefault(FILE_TYPE, name.rsplit(".", 1)[-1].lower() if "." in name else "")
+    metadata.setdefault(MODIFIED, 0)
+    return metadata
 
 
 def _dim(fields: list[dict]) -> int:
@@ -507,9 +544,4 @@ def _dim(fields: list[dict]) -> int:
 
 def _current(row: dict[str, Any]) -> dict[str, Any]:
     """A row of an older collection as this one stores it (the fields it lacked filled in)."""
-    row = {k: v for k, v in row.items() if k != SPARSE}
-    path = str(row.get(FILE_PATH) or "")
-    row[FILE_PATH] = path
-    row.setdefault(FILE_TYPE, path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else "")
-    row.setdefault(MODIFIED, 0)
-    return row
+    return with_file_fields({k: v for k, v in row.items() if k != SPARSE})
