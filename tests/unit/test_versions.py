@@ -40,7 +40,7 @@ class Pipeline:
 
     def __init__(self, inbox: Path) -> None:
         self.inbox = inbox
-        self.settings = Settings(_env_file=None, inbox=inbox, chunks_per_task=4)  # type: ignore[call-arg]
+        self.settings = Settings(_env_file=None, inbox=inbox, chunks_per_task=4, chunk_size=128)  # type: ignore[call-arg]
         self.ledger, self.queue, self.store = memory_ledger(), MemoryQueue(), MemoryStore()
         self.embedder = FakeEmbedder()
         self.producer = Producer(self.settings, self.queue, self.ledger)  # type: ignore[arg-type]
