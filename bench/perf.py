@@ -308,7 +308,7 @@ def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> 
         return format(x, fmt) + unit if x is not None else "-".rjust(len(format(1.0, fmt)) + len(unit))
 
     for r in rows:
-        if "chunks_per_s" in r:
+        if "chunks_per_s" in r and "seconds" in r:  # (a quality row has chunks/s too: below)
             print(
                 f"{r['system']:66} {r['chunks']:6d} {r['seconds']:7.1f} {r['chunks_per_s']:8.1f} "
                 f"{ratio(r['ratio_to_best_peer'], '9.2f', 'x')} {ratio(r['ratio_to_ceiling'], '7.0%')} "
@@ -343,7 +343,8 @@ def chart(rows: list[dict[str, Any]], corpus: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bars = [r for r in rows if "chunks_per_s" in r and not r["system"].startswith("ceiling")]
+    timed = [r for r in rows if "seconds" in r and "chunks_per_s" in r]  # (not the quality rows)
+    bars = [r for r in timed if not r["system"].startswith("ceiling")]
     ceiling = next((r for r in rows if r["system"].startswith("ceiling")), None)
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(bars) + 1.6))
     colours = ["#2b6cb0" if r["system"].startswith("dropvec") else "#a0aec0" for r in bars]

@@ -161,7 +161,8 @@ class Retriever(BaseRetriever):
         if self.mode != "dense" and not has_text_search(settings):
             if self.mode == "sparse":
                 raise ConfigError(
-                    f"collection {settings.collection!r} has no text index: run `dropvec migrate`"
+                    f"collection {settings.collection!r} has no BM25 field: made by an older dropvec "
+                    "(run `dropvec migrate`) or on a Milvus before 2.5"
                 )
             self.mode = "dense"  # (the collection of an older dropvec, or a Milvus before 2.5)
         #: Seconds the last retrieval spent embedding the question, and in Milvus.

@@ -152,7 +152,7 @@ def create_collection(client: MilvusClient, settings: Settings, dim: int, *, tex
     schema.add_field(TEXT, DataType.VARCHAR, max_length=65_535, **text_options)
     schema.add_field(EMBED_HASH, DataType.VARCHAR, max_length=64)
     schema.add_field(GENERATION, DataType.INT64)
-    # (not nullable: Milvus Lite has no nullable fields; every node carries them, see to_node)
+    # (not nullable: Milvus Lite has no nullable fields; every row has them: with_file_fields)
     schema.add_field(FILE_PATH, DataType.VARCHAR, max_length=65_535)
     schema.add_field(FILE_TYPE, DataType.VARCHAR, max_length=64)
     schema.add_field(MODIFIED, DataType.INT64)
@@ -451,13 +451,15 @@ def neighbours(settings: Settings, node: BaseNode, around: int) -> str:
 
 @milvus_errors
 def outdated(settings: Settings) -> bool:
-    """Whether the collection exists but lacks the fields of this dropvec (text search, filters)."""
+    """Whether the collection exists but was made by an older dropvec: without the filter fields
+    (nor, then, the BM25 one). One that this dropvec made without BM25, on a Milvus before 2.5,
+    is current: migrating it again would not add it."""
     client = milvus_client(settings)
     try:
         if not client.has_collection(settings.collection):
             return False
         names = {f["name"] for f in client.describe_collection(settings.collection)["fields"]}
-        return not {SPARSE, FILE_PATH, FILE_TYPE, MODIFIED} <= names
+        return not {FILE_PATH, FILE_TYPE, MODIFIED} <= names
     finally:
         client.close()
 
