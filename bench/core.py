@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +27,28 @@ import psutil
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "seed"
 
 
-def chunk_texts(settings: Any, files: list[Path]) -> list[str]:
+def file_chunks(settings: Any, path: Path) -> Iterator[Any]:
+    """The chunks of ``path`` as the producer cuts them, lazily (the reader's errors raised)."""
     from dropvec.config.ids import doc_id_for
-    from dropvec.config.messages import embedded_text
     from dropvec.producer.chunk import iter_chunks
     from dropvec.producer.read import read_sections
     from dropvec.producer.tokens import load_window
 
-    window = load_window(settings.embed_model_path)
-    texts = []
-    for f in files:
-        chunks = list(
-            iter_chunks(
-                read_sections(f),
-                doc_id=doc_id_for(str(f)),
-                file_metadata={"file_name": f.name},
-                tokens=window,
-                chunk_size=settings.chunk_size,
-                chunk_overlap=settings.chunk_overlap,
-                embed_keys=settings.embed_metadata_keys,
-            )
-        )
-        texts += [embedded_text(c) for c in chunks]
-    return texts
+    return iter_chunks(
+        read_sections(path),
+        doc_id=doc_id_for(str(path)),
+        file_metadata={"file_name": path.name},
+        tokens=load_window(settings.embed_model_path),
+        chunk_size=settings.chunk_size,
+        chunk_overlap=settings.chunk_overlap,
+        embed_keys=settings.embed_metadata_keys,
+    )
+
+
+def chunk_texts(settings: Any, files: list[Path]) -> list[str]:
+    from dropvec.config.messages import embedded_text
+
+    return [embedded_text(c) for f in files for c in file_chunks(settings, f)]
 
 
 def model_ceiling(settings: Any, texts: list[str]) -> float:

@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.check_retrieval import CORPORA, KINDS, QUESTIONS, collapse
 from bench.core import end_to_end, private_settings, start_services
+from bench.store import percentile
 
 TOP, DEEP = 5, 10
 #: (label, settings overrides): every configuration measured.
@@ -107,10 +106,6 @@ def measure(settings: Any, asked: list[Question], vectors: list[list[float]]) ->
             "mrr@10": statistics.fmean(1 / r if (r := ranks[i]) else 0.0 for i in mine),
         }
     return row
-
-
-def percentile(values: list[float], p: float) -> float:
-    return float(np.percentile(np.array(values), p))
 
 
 def main() -> None:

@@ -67,9 +67,10 @@ def write(
     each the size and the vectors/s of the last ``window`` entities written before it."""
     from bench.core import drop_collection
     from dropvec.workers.loop import LoopThread
+    from dropvec.workers.store import ensure_collection
 
     drop_collection(settings)
-    ensure_collection_of(settings)
+    ensure_collection(settings, DIM)
     tuned = settings.model_copy(update={"write_batch_size": batch_size, "write_concurrency": concurrency})
     rng = np.random.default_rng(seed)
     loop = LoopThread("bench-writer")
@@ -92,12 +93,6 @@ def write(
             yield size, last / seconds
     finally:
         loop.stop()
-
-
-def ensure_collection_of(settings: Any) -> None:
-    from dropvec.workers.store import ensure_collection
-
-    ensure_collection(settings, DIM)
 
 
 def search_latency(settings: Any, queries: int, top_k: int = 5) -> list[float]:
