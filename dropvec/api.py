@@ -71,6 +71,7 @@ class HitOut(BaseModel):
     text: str
     page: str = ""
     section: str = ""
+    title: str = ""
     context: str = ""
 
 

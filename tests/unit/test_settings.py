@@ -43,6 +43,14 @@ def test_a_local_model_folder_is_used_as_a_path(tmp_path: Path) -> None:
     assert Settings(embed_model=str(tmp_path)).embed_model_path == str(tmp_path.resolve())
 
 
+def test_a_copy_with_other_models_resolves_their_paths(tmp_path: Path) -> None:
+    first = Settings()
+    assert first.embed_model_path != str(tmp_path) and first.model_is_local
+    copy = first.model_copy(update={"embed_model": str(tmp_path), "rerank_model": "org/a-hub-model"})
+    assert copy.embed_model_path == str(tmp_path.resolve())
+    assert copy.rerank_model_path == "org/a-hub-model" and not copy.model_is_local
+
+
 def test_passwords_are_masked_in_printed_urls() -> None:
     assert redact_url("redis://user:hunter2@h:6379/0") == "redis://user:***@h:6379/0"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
