@@ -14,8 +14,17 @@ from llama_index.core.schema import Document
 
 from dropvec.config.errors import SkippedFile, UnreadableFile
 from dropvec.producer.chunk import Section
+from dropvec.producer.markup import html_sections, markdown_sections
 
 log = logging.getLogger(__name__)
+
+
+def _pdf_text(text: str) -> str:
+    """PDFium's page text with its hyphen marks read: U+0002 stands for a hyphen the PDF's font
+    draws without a character code ("front-of\x02house"); at a line end it is a word broken
+    across the line, which is joined."""
+    text = text.replace("\r\n", "\n")
+    return text.replace("\x02\n", "").replace("\x02", "-")
 
 
 class PdfiumReader(BaseReader):
@@ -36,7 +45,7 @@ class PdfiumReader(BaseReader):
             for i in range(len(pdf)):
                 page = pdf[i]
                 textpage = page.get_textpage()
-                text = textpage.get_text_bounded().replace("\r\n", "\n")
+                text = _pdf_text(textpage.get_text_bounded())
                 textpage.close()
                 page.close()
                 label = pdf.get_page_label(i) or str(i + 1)
@@ -62,34 +71,29 @@ def _csv() -> BaseReader:
     return CSVReader(concat_rows=True)
 
 
-def _html() -> BaseReader:
-    from llama_index.readers.file import HTMLTagReader
-
-    return HTMLTagReader(tag="body")
-
-
-def _markdown() -> BaseReader:
-    from llama_index.readers.file import MarkdownReader
-
-    return MarkdownReader(remove_hyperlinks=False, remove_images=True)
-
-
 #: Supported extensions and their reader; None means plain text, decoded here.
 READERS: dict[str, Callable[[], BaseReader] | None] = {
     ".txt": None,
     ".text": None,
     ".rst": None,
-    ".md": _markdown,
-    ".markdown": _markdown,
+    ".md": None,
+    ".markdown": None,
     ".pdf": _pdf,
     ".docx": _docx,
     ".csv": _csv,
-    ".html": _html,
-    ".htm": _html,
+    ".html": None,
+    ".htm": None,
+}
+#: Text formats cut into sections under their headings, after decoding (``markup``).
+MARKUP: dict[str, Callable[[str], list[Section]]] = {
+    ".md": markdown_sections,
+    ".markdown": markdown_sections,
+    ".html": html_sections,
+    ".htm": html_sections,
 }
 
 #: Scalar reader metadata worth keeping on chunks.
-KEPT_READER_METADATA = ("page_label", "header_path")
+KEPT_READER_METADATA = ("page_label", "header_path", "title")
 
 
 #: Plain text files larger than this are read block by block, this many bytes at a time.
@@ -125,6 +129,23 @@ def check_zip(path: Path) -> None:
 def decode_text(data: bytes, path: Path) -> str:
     """The text of ``data`` (a whole file), without NUL characters; binary data is refused."""
     return _clean(data.decode(detect_encoding(data, path)), path)
+
+
+def decode_markup(data: bytes, path: Path) -> str:
+    """The text of a Markdown or HTML file: in the encoding an HTML page declares (``<meta
+    charset>``), where it has a valid one and no byte-order mark says otherwise; else as text."""
+    if path.suffix.lower() in (".html", ".htm") and not data.startswith(
+        (b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")
+    ):
+        from bs4.dammit import EncodingDetector
+
+        declared = EncodingDetector.find_declared_encoding(data, is_html=True)
+        if declared:
+            try:
+                return _clean(data.decode(declared), path)
+            except (LookupError, UnicodeDecodeError):
+                pass  # (a page that lies about its encoding: detected as any text is)
+    return decode_text(data, path)
 
 
 def _clean(text: str, path: Path) -> str:
@@ -212,6 +233,13 @@ def _seam(text: str) -> int:
     return len(text)
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from exc
+
+
 def _last_attempt(exc: BaseException) -> BaseException:
     """The error behind a reader's retry wrapper (llama-index retries some readers with tenacity)."""
     attempt = getattr(exc, "last_attempt", None)
@@ -232,6 +260,8 @@ def read_sections(path: Path) -> Iterator[Section]:
     if suffix == ".docx":
         check_zip(path)
     try:
+        if suffix in MARKUP:
+            return iter(MARKUP[suffix](decode_markup(_read_bytes(path), path)))
         if make_reader is None:
             return text_sections(path)
         documents = make_reader().load_data(path)

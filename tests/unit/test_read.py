@@ -58,6 +58,26 @@ def test_docx_csv_markdown_and_html_are_read(tmp_path: Path) -> None:
     assert any(s.text.strip() for s in read_sections(md))
 
 
+def test_markdown_and_html_in_any_encoding_keep_their_headings(tmp_path: Path) -> None:
+    page = tmp_path / "page.htm"
+    head = '<meta charset="windows-1252"><title>Café</title>'
+    page.write_bytes(f"{head}<h1>Déjà vu</h1><p>Naïve façade.</p>".encode("cp1252"))
+    [section] = read_sections(page)
+    assert section.text == "Déjà vu\n\nNaïve façade."
+    assert section.metadata == {"title": "Café", "header_path": "/Déjà vu/"}
+    notes = tmp_path / "notes.markdown"
+    notes.write_bytes("# Über\n\nGrüße aus Köln.\n".encode("utf-16"))
+    [section] = read_sections(notes)
+    assert section.metadata["header_path"] == "/Über/" and "Grüße" in section.text
+    lying = tmp_path / "lying.html"  # (declares UTF-8, is Latin-1: read as undeclared text is)
+    lying.write_bytes(('<meta charset="utf-8"><p>' + "Déjà vu, naïve façade. " * 20).encode("latin-1"))
+    assert "vu, na" in next(read_sections(lying)).text
+    binary = tmp_path / "binary.md"
+    binary.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(UnreadableFile, match="binary"):
+        read_sections(binary)
+
+
 def test_a_large_text_file_is_read_in_blocks_that_chunk_like_the_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,3 +112,10 @@ def test_text_without_paragraph_breaks_is_cut_into_bounded_blocks(
     sections = list(read_sections(path))
     assert "".join(s.text for s in sections) == "word " * 20_000
     assert max(len(s.text) for s in sections) <= 4096 + 1000
+
+
+def test_pdf_hyphens_that_pdfium_marks_are_read_as_hyphens() -> None:
+    from tests.corpus import SEED
+
+    text = " ".join(s.text for s in read_sections(SEED / "uber_2021.pdf"))
+    assert "\x02" not in text and "front-of-house" in text and "self-driving" in text
