@@ -16,7 +16,11 @@ per kind of question (paraphrase, keyword, fact):
 Configurations: dense; sparse (BM25); hybrid with RRF at several constants and candidate depths;
 hybrid with the weighted ranker at several dense weights. The defaults (``Settings``) are marked.
 ``--embed-keys`` embeds those file and section metadata with each chunk, ``--chunk-size`` sets the
-chunks' size (each a separate index).
+chunks' size (each a separate index). ``--rerank-model`` adds the default hybrid search reranked
+by that cross-encoder (its latency includes the reranking). ``--embed-model`` indexes with another
+model (its chunks/s in the header); ``--asked-only`` indexes only the files that questions ask
+about, to compare slow models in minutes (fewer distractors: compare runs of the same folder);
+``--max-file-chunks N`` keeps of those only the files of at most N chunks, and their questions.
 Prints figures; asserts nothing.
 """
 
@@ -78,15 +82,19 @@ def answers(q: Question, text: str) -> bool:
 
 
 def measure(settings: Any, asked: list[Question], vectors: list[list[float]]) -> dict[str, Any]:
+    from dropvec.workers.rerank import rerank
     from dropvec.workers.store import Retrieval, read_store, retrieve
 
     read_store(settings)
+    depth = max(DEEP, settings.rerank_depth) if settings.rerank_model else DEEP
     ranks: list[int | None] = []
     files: list[bool] = []
     timings: list[float] = []
     for q, vector in zip(asked, vectors, strict=True):
         began = time.perf_counter()
-        found = retrieve(settings, Retrieval(settings.search_mode, vector, q.question, DEEP))
+        found = retrieve(settings, Retrieval(settings.search_mode, vector, q.question, depth))
+        if settings.rerank_model:
+            found = rerank(settings, q.question, found, DEEP)
         timings.append((time.perf_counter() - began) * 1000)
         paths = [str(n.node.metadata.get("file_path", "")) for n in found]
         files.append(q.path in paths[:TOP])
@@ -116,6 +124,12 @@ def main() -> None:
     parser.add_argument(
         "--chunk-size", type=int, default=None, help="tokens per chunk (default: the settings')"
     )
+    parser.add_argument("--embed-model", default=None, help="the embedding model, name or path")
+    parser.add_argument("--asked-only", action="store_true", help="index only the files asked about")
+    parser.add_argument(
+        "--max-file-chunks", type=int, default=0, help="with --asked-only: smaller files only"
+    )
+    parser.add_argument("--rerank-model", default="", help="a cross-encoder to measure, name or path")
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args()
 
@@ -126,11 +140,24 @@ def main() -> None:
     settings, _ = private_settings(root, own_milvus=True)
     keys = tuple(k for k in args.embed_keys.split(",") if k)
     chunking = {"chunk_size": args.chunk_size} if args.chunk_size is not None else {}
+    if args.embed_model:
+        chunking["embed_model"] = args.embed_model
     settings = settings.model_copy(update={"embed_metadata_keys": keys, "max_queue_depth": 10**6, **chunking})
     folder = root / "corpus"
     for name, source in CORPORA.items():
         shutil.copytree(source, folder / name)
-    asked = questions(folder)
+    if args.asked_only:
+        wanted = {folder / q["corpus"] / q["path"] for q in json.loads(QUESTIONS.read_text())}
+        if args.max_file_chunks:
+            from bench.core import file_chunks
+
+            bundled = settings.model_copy(
+                update={"embed_model": Settings().embed_model}
+            )  # (same files for any model)
+            wanted = {p for p in wanted if sum(1 for _ in file_chunks(bundled, p)) <= args.max_file_chunks}
+        for path in [p for p in folder.rglob("*") if p.is_file() and p not in wanted]:
+            path.unlink()
+    asked = [q for q in questions(folder) if Path(q.path).exists()]
     services = start_services(settings)
     rows: list[dict[str, Any]] = []
     try:
@@ -147,6 +174,10 @@ def main() -> None:
                 and overrides.get("search_mode") == defaults.search_mode
             )
             rows.append({"system": label, "default": default, **measure(tuned, asked, vectors)})
+        if args.rerank_model:
+            tuned = settings.model_copy(update={"rerank_model": args.rerank_model})
+            row = measure(tuned, asked, vectors)
+            rows.append({"system": "hybrid defaults + rerank", "default": False, **row})
     finally:
         for s in reversed(services):
             s.stop(timeout=60)
@@ -156,7 +187,8 @@ def main() -> None:
             print(json.dumps(row))
         return
     print(
-        f"{len(asked)} questions over {chunks} chunks (indexed in {seconds:.0f} s, {os.cpu_count()} cores);"
+        f"{len(asked)} questions over {chunks} chunks (indexed in {seconds:.0f} s, {chunks / seconds:.1f}"
+        f" chunks/s, {os.cpu_count()} cores, {settings.embed_model}, {settings.resolved_backend()});"
         f" question embedding {embed_ms:.1f} ms each; embedded metadata: {keys or 'none'};"
         f" {settings.chunk_size}-token chunks"
     )

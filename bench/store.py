@@ -2,7 +2,7 @@
 grows to 1M entities.
 
     .venv/bin/python -m bench.store [--at 100000,500000,1000000] [--milvus lite|standalone]
-        [--grid 256x4,64x4,...] [--json]
+        [--grid 256x4,64x4,...] [--texts public] [--json]
 
 1. Fill: nodes with random unit vectors (384 dimensions) and chunk-sized text are written
    through dropvec's own ``ChunkWriter`` (llama-index ``MilvusVectorStore`` ``async_add``
@@ -10,7 +10,11 @@ grows to 1M entities.
    concurrency; the default settings' 256 x 4), up to each size in ``--at``. At each size:
    - writes: vectors/s over the last ``--window`` entities written before it;
    - search: ``--queries`` top-5 searches, one client, one after another, through the same
-     store's ``query`` (as ``dropvec search`` does). Reported: p50, p95, p99;
+     store's ``query`` (as the tutorial's retriever does). Reported: p50, p95, p99;
+   - with ``--texts public`` (the chunks' texts are then the public corpus's own, cut by the
+     producer and repeated as needed, rather than one sentence): dropvec's hybrid and BM25
+     searches (``store.retrieve``, as ``dropvec search`` runs them) of the retrieval benchmark's
+     questions, with random query vectors: the question's embedding is not included;
    - the two look-ups a worker makes: stored vectors by 128 embed hashes (reuse), and the
      removal of a file's 100 rows by ``doc_id`` (as an edit or delete does). Reported: p50, p95.
 2. The other points of ``--grid`` write ``--grid-entities`` each into fresh collections.
@@ -36,7 +40,7 @@ DIM = 384
 TEXT = "A chunk of about one hundred and twenty eight tokens of ordinary prose. " * 12
 
 
-def nodes(count: int, rng: np.random.Generator, offset: int = 0) -> list[Any]:
+def nodes(count: int, rng: np.random.Generator, offset: int = 0, texts: list[str] | None = None) -> list[Any]:
     from llama_index.core.schema import TextNode
 
     vectors = rng.standard_normal((count, DIM), dtype=np.float32)
@@ -44,7 +48,7 @@ def nodes(count: int, rng: np.random.Generator, offset: int = 0) -> list[Any]:
     return [
         TextNode(
             id_=f"bench-{offset + i}",
-            text=TEXT,
+            text=texts[(offset + i) % len(texts)] if texts else TEXT,
             embedding=vectors[i].tolist(),
             metadata={
                 "doc_id": f"doc-{(offset + i) // 100}",
@@ -61,7 +65,13 @@ def nodes(count: int, rng: np.random.Generator, offset: int = 0) -> list[Any]:
 
 
 def write(
-    settings: Any, sizes: list[int], batch_size: int, concurrency: int, seed: int, window: int = 50_000
+    settings: Any,
+    sizes: list[int],
+    batch_size: int,
+    concurrency: int,
+    seed: int,
+    window: int = 50_000,
+    texts: list[str] | None = None,
 ) -> Iterator[tuple[int, float]]:
     """Fill ``settings.collection`` (created anew) up to each of ``sizes`` in turn, yielding at
     each the size and the vectors/s of the last ``window`` entities written before it."""
@@ -80,7 +90,7 @@ def write(
     try:
         for size in sizes:
             while written < size:
-                batch = nodes(min(step, size - written), rng, written)
+                batch = nodes(min(step, size - written), rng, written, texts)
                 t = time.perf_counter()
                 loop.run(writer.write(batch, maybe_stored=False))  # (a task's first run)
                 timed.append((len(batch), time.perf_counter() - t))
@@ -113,6 +123,31 @@ def search_latency(settings: Any, queries: int, top_k: int = 5) -> list[float]:
             timings.append((time.perf_counter() - t) * 1000)
         assert len(result.nodes) == top_k
     return timings
+
+
+def text_search_latency(settings: Any, questions: list[str], mode: str, top_k: int = 5) -> list[float]:
+    """Milliseconds per dropvec search (``store.retrieve``) of each question, random query vectors."""
+    from dropvec.workers.store import Retrieval, retrieve
+
+    rng = np.random.default_rng(13)
+    timings = []
+    for i, question in enumerate([*questions[:5], *questions]):
+        vector = rng.standard_normal(DIM).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        t = time.perf_counter()
+        found = retrieve(settings, Retrieval(mode, vector.tolist(), question, top_k))  # type: ignore[arg-type]
+        if i >= 5:
+            timings.append((time.perf_counter() - t) * 1000)
+        assert len(found) == top_k
+    return timings
+
+
+def public_texts(settings: Any) -> list[str]:
+    """The public corpus's chunks, as the producer cuts them."""
+    from bench.check_retrieval import CORPORA
+    from bench.core import chunk_texts
+
+    return chunk_texts(settings, sorted(p for p in CORPORA["public"].rglob("*") if p.is_file()))
 
 
 def lookups(settings: Any, filled: int, rounds: int = 20) -> dict[str, list[float]]:
@@ -161,6 +196,12 @@ def main() -> None:
         help="batch-size x concurrency points of the write path, the first one fills the collection",
     )  # fmt: skip
     parser.add_argument("--grid-entities", type=int, default=20_000)
+    parser.add_argument(
+        "--texts",
+        choices=["sentence", "public"],
+        default="sentence",
+        help="the chunks' texts: one sentence repeated, or the public corpus's chunks",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args()
 
@@ -176,7 +217,11 @@ def main() -> None:
         points = [tuple(int(x) for x in p.split("x")) for p in args.grid.split(",")]
         batch, concurrency = points[0]
         sizes = sorted(int(x) for x in args.at.split(","))
-        for size, rate in write(settings, sizes, batch, concurrency, seed=0, window=args.window):
+        texts = public_texts(settings) if args.texts == "public" else None
+        from bench.check_retrieval import QUESTIONS
+
+        questions = [q["question"] for q in json.loads(QUESTIONS.read_text())]
+        for size, rate in write(settings, sizes, batch, concurrency, seed=0, window=args.window, texts=texts):
             rows.append(
                 {
                     "system": f"writes up to {size} entities, batch {batch} x {concurrency}",
@@ -186,6 +231,9 @@ def main() -> None:
                 }
             )
             timed = {"search top-5, one client": search_latency(settings, args.queries)}
+            if texts:
+                for mode in ("hybrid", "sparse"):
+                    timed[f"dropvec {mode} search top-5"] = text_search_latency(settings, questions, mode)
             timed.update(lookups(settings, size))
             for what, timings in timed.items():
                 rows.append(
@@ -218,7 +266,10 @@ def main() -> None:
         for row in rows:
             print(json.dumps(row))
         return
-    print(f"Milvus: embedded {settings.embedded_milvus}, {DIM} dimensions, index {settings.index_type}")
+    print(
+        f"Milvus: embedded {settings.embedded_milvus}, {DIM} dimensions, index {settings.index_type},"
+        f" texts: {args.texts}"
+    )
     for row in rows:
         if "vectors_per_s" in row:
             print(f"{row['system']:52} {row['vectors']:8d} vectors {row['vectors_per_s']:9.0f} vectors/s")

@@ -72,6 +72,7 @@ class HitOut(BaseModel):
     page: str = ""
     section: str = ""
     title: str = ""
+    location: dict[str, str | int] = {}
     context: str = ""
 
 

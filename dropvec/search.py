@@ -29,6 +29,8 @@ from dropvec.workers.rerank import load_reranker, rerank
 from dropvec.workers.store import Retrieval, has_text_search, milvus_errors, neighbours, read_store, retrieve
 
 Mode = Literal["dense", "sparse", "hybrid"]
+#: Chunk metadata that tells where in its file a chunk is (besides page and section).
+LOCATION = ("slide", "sheet", "chapter", "subject", "attachment", "cell", "symbol")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Hit:
     section: str = ""
     #: The document's title (an HTML <title>, a Markdown file's first top heading), if it has one.
     title: str = ""
+    #: Where in its file the chunk is, as its reader tells: slide, sheet, chapter, subject, ...
+    location: dict[str, str | int] = field(default_factory=dict)
     #: The hit with its neighbouring chunks (``--context N``), in file order; "" if not asked.
     context: str = ""
 
@@ -51,6 +55,7 @@ class Hit:
     def where(self) -> str:
         """File, chunk, page and section, in one line."""
         place = f"{self.file} #{self.chunk}" + (f" p.{self.page}" if self.page else "")
+        place += "".join(f" {k} {v}" for k, v in self.location.items())
         return place + (f" § {self.section}" if self.section else "")
 
     @classmethod
@@ -64,6 +69,7 @@ class Hit:
             page=str(meta.get("page_label", "")),
             section=str(meta.get("header_path", "")).strip("/"),
             title=str(meta.get("title", "")),
+            location={k: v for k in LOCATION if isinstance(v := meta.get(k), str | int) and v != ""},
             context=context,
         )
 

@@ -24,6 +24,7 @@ from dropvec.config.settings import Settings
 from dropvec.ledger.state import StateStore
 from dropvec.producer.chunk import iter_chunks
 from dropvec.producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
+from dropvec.producer.formats import Ocr
 from dropvec.producer.pack import Pack, Packed
 from dropvec.producer.read import is_supported, read_sections
 from dropvec.producer.tokens import load_window
@@ -88,6 +89,10 @@ class Producer:
         self.app = app
         self.state = state
         self.window = load_window(settings.embed_model_path)
+        self.ocr = Ocr(
+            enabled=settings.ocr == "auto", page_seconds=settings.ocr_page_seconds,
+            max_pages=settings.ocr_max_pages, languages=settings.ocr_languages,
+        )  # fmt: skip
         #: Set (by a signal handler, say) to end a pass after the file being read.
         self.stop = stop or threading.Event()
 
@@ -234,7 +239,7 @@ class Producer:
             if path in busy:  # (an unchanged file held open stays as it is, above)
                 raise SkippedFile(path, "open for writing by another process: still being written")
             replaces, moved_from = self._take_over(renamed_from or {}, sha)
-            sections = read_sections(path)
+            sections = read_sections(path, self.ocr)
             generation = self.state.next_generation()
             if (
                 previous and previous.generation

@@ -1,19 +1,24 @@
-"""Reading files into sections with llama-index readers, one clear reason per file that fails."""
+"""Reading files into sections, one clear reason per file that fails: the reader of each type
+(``READERS``; those beyond text, Markdown, HTML, PDF, .docx and .csv live in ``formats``), chosen
+by extension or, where the content says otherwise, by content."""
 
 from __future__ import annotations
 
 import codecs
 import itertools
 import logging
-import zipfile
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from llama_index.core.readers.base import BaseReader
-from llama_index.core.schema import Document
 
 from dropvec.config.errors import SkippedFile, UnreadableFile
+from dropvec.producer import formats
 from dropvec.producer.chunk import Section
+from dropvec.producer.decode import check_zip, clean_text, decode_markup, decode_text, detect_encoding, sniff
+from dropvec.producer.formats import Ocr, ocr_image
 from dropvec.producer.markup import html_sections, markdown_sections
 
 log = logging.getLogger(__name__)
@@ -27,36 +32,57 @@ def _pdf_text(text: str) -> str:
     return text.replace("\x02\n", "").replace("\x02", "-")
 
 
-class PdfiumReader(BaseReader):
-    """One document per page, its text extracted by PDFium (``pypdfium2``), with its page label.
+def pdf_sections(path: Path, ocr: Ocr) -> list[Section]:
+    """One section per page, its text extracted by PDFium (``pypdfium2``), with its page label;
+    a page without a text layer is rendered and read by OCR (``ocr``), up to ``ocr.max_pages``.
 
     llama-index's ``PDFReader`` (pypdf) spent 22 s of a core on the two seed 10-Ks, which PDFium
     reads in 1 s, and it runs words together at line ends ("actionsfrom") where PDFium keeps the
     break. PDFs encrypted with an empty user password open as they do in a viewer; damaged cross
     reference tables are rebuilt.
     """
+    import pypdfium2
 
-    def load_data(self, file: Path, extra_info: dict | None = None) -> list[Document]:
-        import pypdfium2
+    pdf = pypdfium2.PdfDocument(str(path))
+    sections, scanned, read_by_ocr, began = [], 0, 0, time.perf_counter()
+    try:
+        for i in range(len(pdf)):
+            page = pdf[i]
+            textpage = page.get_textpage()
+            text = _pdf_text(textpage.get_text_bounded())
+            textpage.close()
+            meta: dict[str, str | int | float] = {"page_label": pdf.get_page_label(i) or str(i + 1)}
+            if not text.strip():
+                scanned += 1
+                if ocr.available and read_by_ocr < ocr.max_pages:
+                    read_by_ocr += 1
+                    image = page.render(scale=OCR_DPI / 72).to_pil()
+                    text, meta["ocr"] = ocr_image(image, ocr), 1
+            page.close()
+            sections.append(Section(clean_text(text, path), meta))
+    finally:
+        pdf.close()
+    if read_by_ocr:
+        log.info("OCR of %s: %d page(s) in %.1f s", path, read_by_ocr, time.perf_counter() - began)
+    if scanned and not any(s.text.strip() for s in sections):
+        if read_by_ocr:
+            raise SkippedFile(path, "no text (OCR found none)")
+        why = (
+            "OCR is off (DROPVEC_OCR=off)"
+            if not ocr.enabled
+            else "OCR needs Tesseract (apt-get install tesseract-ocr)"
+        )
+        raise SkippedFile(path, f"no text layer (a scan?): {why}")
+    return sections
 
-        pdf = pypdfium2.PdfDocument(str(file))
-        try:
-            documents = []
-            for i in range(len(pdf)):
-                page = pdf[i]
-                textpage = page.get_textpage()
-                text = _pdf_text(textpage.get_text_bounded())
-                textpage.close()
-                page.close()
-                label = pdf.get_page_label(i) or str(i + 1)
-                documents.append(Document(text=text, metadata={"page_label": label, **(extra_info or {})}))
-            return documents
-        finally:
-            pdf.close()
 
+def _llama(make: Callable[[], BaseReader]) -> Callable[[Path], list[Section]]:
+    """A llama-index file reader, its documents as sections."""
 
-def _pdf() -> BaseReader:
-    return PdfiumReader()
+    def read(path: Path) -> list[Section]:
+        return [Section(clean_text(doc.text, path), _kept(doc.metadata)) for doc in make().load_data(path)]
+
+    return read
 
 
 def _docx() -> BaseReader:
@@ -71,28 +97,42 @@ def _csv() -> BaseReader:
     return CSVReader(concat_rows=True)
 
 
-#: Supported extensions and their reader; None means plain text, decoded here.
-READERS: dict[str, Callable[[], BaseReader] | None] = {
-    ".txt": None,
-    ".text": None,
-    ".rst": None,
-    ".md": None,
-    ".markdown": None,
-    ".pdf": _pdf,
-    ".docx": _docx,
-    ".csv": _csv,
-    ".html": None,
-    ".htm": None,
-}
-#: Text formats cut into sections under their headings, after decoding (``markup``).
-MARKUP: dict[str, Callable[[str], list[Section]]] = {
-    ".md": markdown_sections,
-    ".markdown": markdown_sections,
-    ".html": html_sections,
-    ".htm": html_sections,
-}
+def _markup(sections: Callable[[str], list[Section]]) -> Callable[[Path], list[Section]]:
+    return lambda path: sections(decode_markup(_read_bytes(path), path))
 
-#: Scalar reader metadata worth keeping on chunks.
+
+#: Pages rendered for OCR at this resolution (Tesseract reads body text best at about 300 dpi).
+OCR_DPI = 300
+#: Formats read whole, by extension. Plain text (TEXT) is streamed; PDF and images take the OCR
+#: settings; mail takes the reader of its attachments.
+READERS: dict[str, Callable[[Path], list[Section]]] = {
+    ".md": _markup(markdown_sections),
+    ".markdown": _markup(markdown_sections),
+    ".html": _markup(html_sections),
+    ".htm": _markup(html_sections),
+    ".xhtml": _markup(html_sections),
+    ".docx": _llama(_docx),
+    ".csv": _llama(_csv),
+    ".pptx": formats.pptx_sections,
+    ".xlsx": formats.xlsx_sections,
+    ".epub": formats.epub_sections,
+    ".ipynb": formats.ipynb_sections,
+    ".json": formats.json_sections,
+    ".yaml": formats.yaml_sections,
+    ".yml": formats.yaml_sections,
+    ".xml": formats.xml_sections,
+    ".rtf": formats.rtf_sections,
+    ".odt": formats.odt_sections,
+    **dict.fromkeys(formats.CODE, formats.code_sections),
+}
+TEXT = (".txt", ".text", ".rst", ".log", ".tex")
+MAIL = (".eml", ".mbox")
+IMAGES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+#: Zip archives: their directory is checked (a zip bomb is refused) before a reader opens them.
+ARCHIVES = (".docx", ".pptx", ".xlsx", ".epub", ".odt")
+SUPPORTED = frozenset([*READERS, *TEXT, *MAIL, *IMAGES, ".pdf"])
+
+#: Scalar reader metadata worth keeping on chunks (from llama-index readers).
 KEPT_READER_METADATA = ("page_label", "header_path", "title")
 
 
@@ -101,93 +141,24 @@ STREAM_BLOCK_BYTES = 4 * 2**20
 #: Text running on this long without a paragraph break is cut, at a line end or space.
 MAX_PARAGRAPH_CHARS = 2**20
 
-#: A .docx may inflate to at most this many times its size (a zip bomb inflates thousands of times).
-MAX_ZIP_RATIO = 100
-#: ... and to at most this many bytes in all.
-MAX_ZIP_INFLATED_BYTES = 256 * 2**20
-
 
 def is_supported(path: Path) -> bool:
-    return path.suffix.lower() in READERS
+    """Whether dropvec reads ``path``: by its extension, or by its content where that names a
+    format it reads."""
+    return path.suffix.lower() in SUPPORTED or sniff(path) in SUPPORTED
 
 
-def check_zip(path: Path) -> None:
-    """Refuse an Office file that is not a zip archive, or would inflate past the limits,
-    from its directory alone: nothing is inflated to find out."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            inflated = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UnreadableFile(
-            path, f"not a {path.suffix.lower()[1:]} file (not a zip archive): {exc}"
-        ) from exc
-    if inflated > MAX_ZIP_INFLATED_BYTES or inflated > MAX_ZIP_RATIO * max(1, path.stat().st_size):
-        limit = f"{MAX_ZIP_INFLATED_BYTES >> 20} MB, {MAX_ZIP_RATIO}x its size"
-        raise UnreadableFile(path, f"refused: would inflate to {inflated / 2**20:.0f} MB (limit {limit})")
-
-
-def decode_text(data: bytes, path: Path) -> str:
-    """The text of ``data`` (a whole file), without NUL characters; binary data is refused."""
-    return _clean(data.decode(detect_encoding(data, path)), path)
-
-
-def decode_markup(data: bytes, path: Path) -> str:
-    """The text of a Markdown or HTML file: in the encoding an HTML page declares (``<meta
-    charset>``), where it has a valid one and no byte-order mark says otherwise; else as text."""
-    if path.suffix.lower() in (".html", ".htm") and not data.startswith(
-        (b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")
-    ):
-        from bs4.dammit import EncodingDetector
-
-        declared = EncodingDetector.find_declared_encoding(data, is_html=True)
-        if declared:
-            try:
-                return _clean(data.decode(declared), path)
-            except (LookupError, UnicodeDecodeError):
-                pass  # (a page that lies about its encoding: detected as any text is)
-    return decode_text(data, path)
-
-
-def _clean(text: str, path: Path) -> str:
-    """``text`` without NULs and BOMs; mostly NULs means binary data, refused."""
-    if text.count("\x00") > len(text) // 10:
-        raise UnreadableFile(path, "binary data, not text")
-    return text.replace("\x00", "").replace("\ufeff", "")
-
-
-def detect_encoding(data: bytes, path: Path, *, whole: bool = True) -> str:
-    """UTF-16 by its BOM, UTF-8 (with or without BOM), else a detected encoding.
-
-    ``whole``: ``data`` is the whole file; else its first block, whose last character may be cut.
-    """
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    try:
-        codecs.getincrementaldecoder("utf-8-sig")().decode(data, final=whole)
-        return "utf-8-sig"
-    except UnicodeDecodeError:
-        pass
-    if b"\x00" in data[:8192]:
-        raise UnreadableFile(path, "binary data, not text")
-    from charset_normalizer import from_bytes
-
-    matches = from_bytes(data)
-    best = matches.best()
-    if best is not None:
-        # charset_normalizer often ties Western text between code pages: Windows-1252 is the usual one
-        tied = (m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence))
-        best = next((m for m in tied if m.encoding == "cp1252"), best)
-    if best is not None and best.coherence > 0:
-        return str(best.encoding)
-    # No language recognised: Windows-1252, the usual legacy encoding of Western text, if it fits.
-    try:
-        data.decode("cp1252")
-        return "cp1252"
-    except UnicodeDecodeError:
-        pass
-    if best is None:
-        raise UnreadableFile(path, "not valid text in any known encoding")
-    return str(best.encoding)
+def real_type(path: Path) -> str:
+    """The type ``path`` is read as: its content's where the first bytes name a format and the
+    extension another (a PDF named .txt is read as a PDF), else its extension."""
+    named = path.suffix.lower()
+    found = sniff(path)
+    if found is None or found == named or {found, named} in ({".jpg", ".jpeg"}, {".tif", ".tiff"}):
+        return named
+    if found == ".zip" and named in ARCHIVES:
+        return named  # (an archive of another kind: its reader says what is missing)
+    log.info("%s: read as %s, its content, not as its extension says", path, found)
+    return found
 
 
 def text_sections(path: Path) -> Iterator[Section]:
@@ -212,13 +183,13 @@ def _text_blocks(path: Path, head: bytes, encoding: str) -> Iterator[Section]:
         with path.open("rb") as f:
             f.seek(len(head))
             for block in itertools.chain([head], iter(lambda: f.read(STREAM_BLOCK_BYTES), b"")):
-                text = carry + _clean(decoder.decode(block), path)
+                text = carry + clean_text(decoder.decode(block), path)
                 cut = _seam(text)
                 yield Section(text[:cut], joined=joined)
                 carry, joined = text[cut:], True
     except OSError as exc:
         raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from exc
-    tail = carry + _clean(decoder.decode(b"", final=True), path)
+    tail = carry + clean_text(decoder.decode(b"", final=True), path)
     if tail:
         yield Section(tail, joined=True)
 
@@ -247,31 +218,52 @@ def _last_attempt(exc: BaseException) -> BaseException:
     return inner if isinstance(inner, BaseException) else exc
 
 
-def read_sections(path: Path) -> Iterator[Section]:
-    """Read ``path`` into sections; a large plain text file is read as they are taken.
+def read_sections(path: Path, ocr: Ocr | None = None) -> Iterator[Section]:
+    """Read ``path`` into sections; a large plain text file is read as they are taken. ``ocr``:
+    how scans and images are read (default: by Tesseract where it is installed).
 
     Raises SkippedFile or UnreadableFile with a one-line reason (a large text file: possibly while
     its sections are taken).
     """
-    suffix = path.suffix.lower()
-    if suffix not in READERS:
-        raise SkippedFile(path, f"unsupported file type {suffix or '(no extension)'}")
-    make_reader = READERS[suffix]
-    if suffix == ".docx":
+    ocr = ocr or Ocr()
+    kind = real_type(path)
+    if kind not in SUPPORTED:
+        named = path.suffix.lower() or "(no extension)"
+        content = f" (its content is {kind[1:]})" if kind != path.suffix.lower() else ""
+        raise SkippedFile(path, f"unsupported file type {named}{content}")
+    if kind in ARCHIVES:
         check_zip(path)
     try:
-        if suffix in MARKUP:
-            return iter(MARKUP[suffix](decode_markup(_read_bytes(path), path)))
-        if make_reader is None:
+        if kind in TEXT:
             return text_sections(path)
-        documents = make_reader().load_data(path)
+        if kind == ".pdf":
+            sections = pdf_sections(path, ocr)
+        elif kind in IMAGES:
+            sections = formats.image_sections(path, ocr)
+        elif kind in MAIL:
+            read_mail = formats.eml_sections if kind == ".eml" else formats.mbox_sections
+            sections = read_mail(path, lambda name, data: _attachment(name, data, ocr))
+        else:
+            sections = READERS[kind](path)
     except (SkippedFile, UnreadableFile):
         raise
     except Exception as exc:  # readers raise anything: each is the file's problem, told in one line
         log.debug("reader failed on %s", path, exc_info=True)
         cause = _last_attempt(exc)
-        raise UnreadableFile(path, f"cannot read {suffix[1:]}: {type(cause).__name__}: {cause}") from exc
-    return (Section(_clean(doc.text, path), _kept(doc.metadata)) for doc in documents)
+        reason = " ".join(f"{type(cause).__name__}: {cause}".split())[:300]
+        raise UnreadableFile(path, f"cannot read {kind[1:]}: {reason}") from exc
+    return iter(sections)
+
+
+def _attachment(name: str, data: bytes, ocr: Ocr) -> list[Section]:
+    """An e-mail attachment's sections, read by the reader of its type (mail in mail is not read)."""
+    suffix = Path(name).suffix.lower()
+    if suffix in MAIL or not suffix.isascii() or not suffix[1:].isalnum():
+        return []
+    with tempfile.TemporaryDirectory(prefix="dropvec-attachment-") as folder:
+        path = Path(folder) / f"attachment{suffix}"
+        path.write_bytes(data)
+        return list(read_sections(path, ocr))
 
 
 def _kept(metadata: dict[str, object]) -> dict[str, str | int | float]:

@@ -1,0 +1,292 @@
+"""Real files of every type dropvec reads beyond plain text, made with the libraries that write
+them (python-pptx, openpyxl, EbookLib, the standard library's email and mailbox, Pillow), each
+holding known sentences; and a hostile file of each type."""
+
+from __future__ import annotations
+
+import io
+import json
+import mailbox
+import random
+import zipfile
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A file's name, a sentence it holds, and metadata the chunk holding it must carry."""
+
+    name: str
+    sentence: str
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+def pptx(path: Path) -> list[Sample]:
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    for title, body, notes in [
+        ("Otters at sea", "Sea otters hold hands while they sleep so they do not drift apart.", ""),
+        ("Kelp forests", "Urchin barrens spread where no otters eat the urchins.",
+         "Speaker notes: mention the Monterey Bay survey of 2019."),
+    ]:  # fmt: skip
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+        if notes:
+            slide.notes_slide.notes_text_frame.text = notes
+    table = deck.slides.add_slide(deck.slide_layouts[5])
+    table.shapes.title.text = "Counts"
+    grid = table.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(6), Inches(1)).table
+    for (r, c), text in {(0, 0): "Colony", (0, 1): "Otters", (1, 0): "Big Sur", (1, 1): "3141"}.items():
+        grid.cell(r, c).text = text
+    deck.save(str(path))
+    return [
+        Sample(path.name, "Sea otters hold hands while they sleep so they do not drift apart.",
+               {"slide": 1, "title": "Otters at sea"}),
+        Sample(path.name, "mention the Monterey Bay survey of 2019", {"slide": 2}),
+        Sample(path.name, "Big Sur | 3141", {"slide": 3}),
+    ]  # fmt: skip
+
+
+def xlsx(path: Path) -> list[Sample]:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    first = book.active
+    first.title = "Sightings"
+    first.append(["Date", "Place", "Note"])
+    first.append(["2024-05-01", "Moss Landing", "A raft of forty otters rested in the slough."])
+    second = book.create_sheet("Budget")
+    second.append(["Item", "Cost"])
+    second.append(["Kayak rental for the survey", 275])
+    book.save(path)
+    return [
+        Sample(path.name, "Place: Moss Landing; Note: A raft of forty otters rested in the slough.",
+               {"sheet": "Sightings"}),
+        Sample(path.name, "Item: Kayak rental for the survey; Cost: 275", {"sheet": "Budget"}),
+    ]  # fmt: skip
+
+
+def epub(path: Path) -> list[Sample]:
+    from ebooklib import epub as ebook
+
+    book = ebook.EpubBook()
+    book.set_identifier("otters-1")
+    book.set_title("A Book of Otters")
+    book.set_language("en")
+    chapters = []
+    for n, (title, text) in enumerate([
+        ("The River", "River otters can close their ears and nostrils under water."),
+        ("The Sea", "A sea otter has about one million hairs in each square inch of fur."),
+    ], 1):  # fmt: skip
+        chapter = ebook.EpubHtml(title=title, file_name=f"chap_{n}.xhtml", lang="en")
+        chapter.content = f"<html><body><h1>{title}</h1><p>{text}</p></body></html>"
+        book.add_item(chapter)
+        chapters.append(chapter)
+    book.toc = chapters
+    book.add_item(ebook.EpubNcx())
+    book.add_item(ebook.EpubNav())
+    book.spine = ["nav", *chapters]
+    ebook.write_epub(str(path), book)
+    return [
+        Sample(path.name, "River otters can close their ears and nostrils under water.",
+               {"chapter": "The River", "title": "A Book of Otters"}),
+        Sample(path.name, "A sea otter has about one million hairs in each square inch of fur.",
+               {"chapter": "The Sea"}),
+    ]  # fmt: skip
+
+
+def message(subject: str, body: str, attachment: tuple[str, bytes] | None = None) -> EmailMessage:
+    mail = EmailMessage()
+    mail["Subject"], mail["From"], mail["To"] = subject, "Ada <ada@example.org>", "team@example.org"
+    mail["Date"] = "Tue, 01 Dec 2026 10:00:00 +0000"
+    mail.set_content(body)
+    if attachment:
+        mail.add_attachment(
+            attachment[1], maintype="application", subtype="octet-stream", filename=attachment[0]
+        )
+    return mail
+
+
+def eml(path: Path) -> list[Sample]:
+    notes = b"The attached notes say the pup was weaned at six months."
+    mail = message("Pup report", "The otter pup Juniper took her first swim on Monday.", ("notes.txt", notes))
+    path.write_bytes(bytes(mail))
+    return [
+        Sample(path.name, "The otter pup Juniper took her first swim on Monday.", {"subject": "Pup report"}),
+        Sample(path.name, "the pup was weaned at six months",
+               {"subject": "Pup report", "attachment": "notes.txt"}),
+    ]  # fmt: skip
+
+
+def mbox(path: Path) -> list[Sample]:
+    box = mailbox.mbox(str(path))
+    box.add(message("Tide tables", "Low tide on Friday is at 5:42 in the morning."))
+    box.add(message("Boat booking", "The survey boat is booked for the ninth of June."))
+    box.flush()
+    box.close()
+    return [
+        Sample(path.name, "Low tide on Friday is at 5:42 in the morning.", {"subject": "Tide tables"}),
+        Sample(path.name, "The survey boat is booked for the ninth of June.", {"subject": "Boat booking"}),
+    ]
+
+
+def ipynb(path: Path) -> list[Sample]:
+    notebook = {
+        "nbformat": 4, "nbformat_minor": 5, "metadata": {},
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": ["# Counting otters\n", "\n",
+                                                                "We count otters from the cliff at dawn.\n"]},
+            {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": "otter_total = 17 + 25\n",
+             "outputs": [{"output_type": "stream", "name": "stdout", "text": "BLOB" * 1000}]},
+        ],
+    }  # fmt: skip
+    path.write_text(json.dumps(notebook))
+    return [
+        Sample(path.name, "We count otters from the cliff at dawn.",
+               {"cell": 1, "header_path": "/Counting otters/"}),
+        Sample(path.name, "otter_total = 17 + 25", {"cell": 2}),
+    ]  # fmt: skip
+
+
+def data_files(folder: Path) -> list[Sample]:
+    site = {"id": "ES-4", "note": "Pups seen near the railway bridge."}
+    (folder / "colony.json").write_text(json.dumps({"colony": {"name": "Elkhorn Slough", "sites": [site]}}))
+    (folder / "survey.yaml").write_text("survey:\n  leader: Maria\n  boats:\n    - name: Kestrel\n"
+                                        "      note: The Kestrel carries the hydrophone.\n")  # fmt: skip
+    (folder / "feed.xml").write_text('<?xml version="1.0"?><feed><entry id="7"><title>Otter cam</title>'
+                                     "<summary>The otter cam streams from the aquarium tank.</summary>"
+                                     "</entry></feed>")  # fmt: skip
+    return [
+        Sample("colony.json", "colony.sites[0].note: Pups seen near the railway bridge."),
+        Sample("survey.yaml", "survey.boats[0].note: The Kestrel carries the hydrophone."),
+        Sample("feed.xml", "feed/entry/summary: The otter cam streams from the aquarium tank."),
+    ]
+
+
+def code_files(folder: Path) -> list[Sample]:
+    (folder / "census.py").write_text(
+        'import math\n\n\ndef otter_density(count, area):\n    """Otters per square kilometre of kelp."""\n'
+        "    return count / area\n\n\nclass Census:\n    def total(self):\n        return 42\n"
+    )
+    (folder / "tide.js").write_text(
+        "// Tide helper\nfunction nextLowTide(table) {\n  return table.lows[0];\n}\n"
+    )
+    (folder / "otters.sql").write_text("SELECT colony, COUNT(*) FROM sightings GROUP BY colony;\n")
+    return [
+        Sample("census.py", '"""Otters per square kilometre of kelp."""', {"symbol": "otter_density"}),
+        Sample("tide.js", "function nextLowTide(table)"),
+        Sample("otters.sql", "SELECT colony, COUNT(*) FROM sightings GROUP BY colony;"),
+    ]
+
+
+def documents(folder: Path) -> list[Sample]:
+    (folder / "letter.rtf").write_text(r"{\rtf1\ansi{\fonttbl\f0\fswiss Helvetica;}\f0\pard "
+                                       r"The volunteers meet at the harbour at seven.\par}")  # fmt: skip
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
+        'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:text>'
+        '<text:h text:outline-level="1">Field guide</text:h>'
+        "<text:p>Otters groom their fur for hours each day to keep it waterproof.</text:p>"
+        "</office:text></office:body></office:document-content>"
+    )
+    with zipfile.ZipFile(folder / "guide.odt", "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.text", compress_type=zipfile.ZIP_STORED)
+        z.writestr("content.xml", content)
+    return [
+        Sample("letter.rtf", "The volunteers meet at the harbour at seven."),
+        Sample("guide.odt", "Otters groom their fur for hours each day to keep it waterproof.",
+               {"header_path": "/Field guide/"}),
+    ]  # fmt: skip
+
+
+#: Lines drawn as pixels, for OCR: large, plain, black on white, as a clean scan is.
+SCANNED = ["Scanned letter about otters", "The harbour seal shares the cove"]
+
+
+def drawn_page(lines: list[str], size: tuple[int, int] = (1700, 700)) -> object:
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=56)
+    for n, line in enumerate(lines):
+        draw.text((80, 80 + 110 * n), line, fill="black", font=font)
+    return page
+
+
+def scans(folder: Path) -> list[Sample]:
+    page = drawn_page(SCANNED)
+    page.save(folder / "scan.png")  # type: ignore[attr-defined]
+    page.save(folder / "scan.pdf", format="PDF", resolution=200)  # type: ignore[attr-defined]
+    return [
+        Sample("scan.png", "The harbour seal shares the cove", {"page_label": "1", "ocr": 1}),
+        Sample("scan.pdf", "The harbour seal shares the cove", {"page_label": "1", "ocr": 1}),
+    ]
+
+
+def every_type(folder: Path) -> list[Sample]:
+    """Write one file (or a few) of every type into ``folder``; the samples they hold."""
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = [
+        *pptx(folder / "deck.pptx"), *xlsx(folder / "book.xlsx"), *epub(folder / "otters.epub"),
+        *eml(folder / "report.eml"), *mbox(folder / "inbox.mbox"), *ipynb(folder / "count.ipynb"),
+        *data_files(folder), *code_files(folder), *documents(folder),
+    ]  # fmt: skip
+    return samples
+
+
+def hostile(folder: Path) -> dict[str, tuple[str, str]]:
+    """A hostile file of each new type: {name: (expected status, a word of the reason)}."""
+    from openpyxl import Workbook
+    from PIL import Image
+
+    rng = random.Random(11)
+    folder.mkdir(parents=True, exist_ok=True)
+    good = folder / "good.pptx"
+    pptx(good)
+    (folder / "truncated.pptx").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    good.unlink()
+    (folder / "notes.xlsx").write_text("I am a text file with the wrong extension.")
+    sheet = Workbook()
+    sheet.active["A1"] = "top"
+    sheet.active.cell(row=1_048_576, column=10, value="bottom")  # (declares 10,485,760 cells)
+    sheet.save(folder / "enormous.xlsx")
+    (folder / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (folder / "bomb.yaml").write_text(
+        'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n'
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(7)
+        )
+    )
+    (folder / "laughs.xml").write_text('<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "ha">'
+                                       '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><l>&b;</l>')  # fmt: skip
+    (folder / "broken.epub").write_bytes(b"PK\x03\x04" + rng.randbytes(2000))
+    (folder / "broken.ipynb").write_text('{"cells": "not a list"}')
+    big = message("Big attachment", "The body of a message with a 50 MB attachment.",
+                  ("huge.bin", rng.randbytes(50 * 2**20)))  # fmt: skip
+    (folder / "big.eml").write_bytes(bytes(big))
+    (folder / "noise.png").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.randbytes(3000))
+    Image.new("RGB", (400, 300), "white").save(folder / "blank.png")
+    out = io.BytesIO()
+    Image.new("RGB", (800, 600), "white").save(out, format="PDF")
+    (folder / "blank-scan.pdf").write_bytes(out.getvalue())
+    return {
+        "truncated.pptx": ("failed", "not a pptx file"),
+        "notes.xlsx": ("failed", "not a xlsx file"),
+        "enormous.xlsx": ("failed", "10,485,760 cells"),
+        "deep.json": ("failed", "nested too deep"),
+        "bomb.yaml": ("failed", "more than 1,000,000 values"),
+        "laughs.xml": ("failed", "EntitiesForbidden"),
+        "broken.epub": ("failed", "not a epub file"),
+        "broken.ipynb": ("failed", "not a Jupyter notebook"),
+        "big.eml": ("indexed", ""),  # its body; the attachment is left out, and named in the log
+        "noise.png": ("failed", "cannot read png"),
+        "blank.png": ("skipped", "OCR found none"),
+        "blank-scan.pdf": ("skipped", "OCR found none"),
+    }

@@ -1,0 +1,91 @@
+"""Every reader beyond text: real files written by their own libraries, read back with the
+sentences they hold and the metadata that says where; a hostile file of each type refused with a
+one-line reason. OCR runs the real Tesseract (scripts/test.sh installs it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dropvec.config.errors import InputFileError, SkippedFile
+from dropvec.producer.formats import Ocr, tesseract_version
+from dropvec.producer.read import is_supported, read_sections, real_type
+from tests import formats
+
+
+def holder(path: Path, sentence: str) -> dict[str, object]:
+    """The metadata of the section of ``path`` that holds ``sentence``."""
+    sections = list(read_sections(path))
+    found = [s for s in sections if sentence in " ".join(s.text.split())]
+    assert found, (path.name, sentence, [s.text[:200] for s in sections])
+    return dict(found[0].metadata)
+
+
+def test_every_type_is_read_with_its_sentences_and_where_they_are(tmp_path: Path) -> None:
+    for sample in formats.every_type(tmp_path):
+        meta = holder(tmp_path / sample.name, sample.sentence)
+        assert sample.metadata.items() <= meta.items(), (sample, meta)
+
+
+def test_outputs_of_a_notebook_are_not_read(tmp_path: Path) -> None:
+    formats.ipynb(tmp_path / "n.ipynb")
+    assert all("BLOB" not in s.text for s in read_sections(tmp_path / "n.ipynb"))
+
+
+def test_a_file_is_read_as_its_content_where_its_extension_lies(tmp_path: Path) -> None:
+    formats.xlsx(tmp_path / "book.xlsx")
+    (tmp_path / "book.xlsx").rename(tmp_path / "book.txt")
+    formats.scans(tmp_path)
+    (tmp_path / "scan.pdf").rename(tmp_path / "scan")  # (no extension at all)
+    assert real_type(tmp_path / "book.txt") == ".xlsx" and real_type(tmp_path / "scan") == ".pdf"
+    assert is_supported(tmp_path / "scan")
+    assert holder(tmp_path / "book.txt", "Cost: 275")["sheet"] == "Budget"
+    (tmp_path / "archive.md").write_bytes(
+        (tmp_path / "book.txt").read_bytes()[:0] + b"PK\x03\x04" + bytes(64)
+    )
+    with pytest.raises(SkippedFile, match="unsupported file type .md"):
+        read_sections(tmp_path / "archive.md")
+
+
+def test_hostile_files_of_each_type_fail_or_skip_with_a_reason(tmp_path: Path) -> None:
+    expected = formats.hostile(tmp_path)
+    for name, (status, reason) in expected.items():
+        try:
+            sections = list(read_sections(tmp_path / name))
+        except InputFileError as exc:
+            got = "skipped" if isinstance(exc, SkippedFile) else "failed"
+            assert (got, reason in exc.reason, "\n" in exc.reason) == (status, True, False), (
+                name,
+                exc.reason,
+            )
+            continue
+        assert status == "indexed" and sections, name
+    body = list(read_sections(tmp_path / "big.eml"))
+    assert len(body) == 1 and "with a 50 MB attachment" in body[0].text
+
+
+def test_tesseract_is_installed_for_the_ocr_tests() -> None:
+    assert tesseract_version(), (
+        "scripts/test.sh installs tesseract-ocr; run it, or apt-get install tesseract-ocr"
+    )
+
+
+def test_scans_and_images_are_read_by_ocr_and_not_when_it_is_off(tmp_path: Path) -> None:
+    samples = formats.scans(tmp_path)
+    for sample in samples:
+        meta = holder(tmp_path / sample.name, sample.sentence)
+        assert sample.metadata.items() <= meta.items(), (sample, meta)
+    off = Ocr(enabled=False)
+    with pytest.raises(SkippedFile, match="OCR is off"):
+        read_sections(tmp_path / "scan.png", off)
+    with pytest.raises(SkippedFile, match=r"no text layer \(a scan\?\): OCR is off"):
+        read_sections(tmp_path / "scan.pdf", off)
+
+
+def test_ocr_reads_at_most_its_page_cap(tmp_path: Path) -> None:
+    pages = [formats.drawn_page([f"Page number {n} of the report"]) for n in range(1, 4)]
+    pages[0].save(tmp_path / "three.pdf", format="PDF", save_all=True, append_images=pages[1:])  # type: ignore[attr-defined]
+    sections = list(read_sections(tmp_path / "three.pdf", Ocr(max_pages=2)))
+    assert [bool(s.text.strip()) for s in sections] == [True, True, False]
+    assert "Page number 2" in sections[1].text
