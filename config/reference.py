@@ -30,8 +30,7 @@ when it is out of date.
 
 FOOTER = """
 Options of single commands, also read from the environment: `DROPVEC_WORKERS` (`up --workers`,
-default 1), `DROPVEC_SERVE_HOST` and `DROPVEC_SERVE_PORT` (`serve --host`, `--port`: `127.0.0.1`,
-8000), `DROPVEC_WORKER_NAME` (`worker --name`, default: the host's name).
+default 1), `DROPVEC_WORKER_NAME` (`worker --name`, default: the host's name).
 """
 
 

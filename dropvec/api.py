@@ -1,4 +1,11 @@
-"""``dropvec serve``: search, answers and status over HTTP, for programs (FastAPI).
+"""The web page and the HTTP API (FastAPI), served by ``dropvec up`` and ``dropvec serve``.
+
+The page (``/``, ``/static/...``) drops files into the inbox, shows each file's state as it
+changes, searches and asks. Behind it: ``/files`` (upload, list, delete, retry), ``/events`` (a
+stream of state changes), ``/search``, ``/ask``, ``/status``, ``/health``. Every endpoint but
+``/health`` and the page's own assets needs the bearer token (``DROPVEC_API_TOKEN``) when one is
+set; no cookies are used, so no request can be forged from another site. Every response carries
+a content security policy without inline script, and no-sniff.
 
 ``POST /ask`` streams newline-delimited JSON: first ``{"sources": [...]}``, then one
 ``{"text": "..."}`` per piece of the answer, then ``{"done": true}`` (or ``{"error": "..."}`` if the
@@ -10,14 +17,17 @@ LLM fails part-way; with no LLM configured, ``{"notice": "..."}`` after the sour
 import asyncio
 import json
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,8 +36,22 @@ from dropvec.config.errors import DropvecError, LLMUnavailable
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import pipeline_registry
 from dropvec.search import Query, search
+from dropvec.uploads import BadPath, TooLarge, inbox_path, save_upload
 
 MAX_QUESTION_CHARS = 4000
+#: The page's HTML, script and style, served by dropvec itself (nothing from the network).
+WEB = Path(__file__).resolve().parent / "web"
+#: Headers of every response: scripts and styles from this origin only, no framing, no sniffing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+#: Seconds between two looks at the ledger for the event stream.
+EVENT_POLL_SECONDS = 1.0
 
 
 class Retrieval(BaseModel):
@@ -80,8 +104,41 @@ class SearchResponse(BaseModel):
     hits: list[HitOut]
 
 
-def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
-    """The app; the embedding model is loaded once at start-up (or ``embedder`` is used)."""
+class FileState(BaseModel):
+    """A file's state, as ``status --json --files`` gives it, with its path in the inbox."""
+
+    path: str
+    relative: str = Field(description="The path relative to the inbox ('' when outside it)")
+    status: str
+    reason: str = ""
+    chunks: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    queued_at: float | None = None
+    indexed_at: float | None = None
+    updated_at: float | None = None
+
+
+class FilesResponse(BaseModel):
+    files: list[FileState]
+
+
+class Uploaded(BaseModel):
+    files: list[str] = Field(description="The paths written, relative to the inbox")
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class Retried(BaseModel):
+    retried: int = Field(description="Failed files queued again")
+
+
+def create_api(settings: Settings, embedder: Any = None, *, watched: bool = False) -> FastAPI:
+    """The app; the embedding model is loaded once at start-up (or ``embedder`` is used).
+    ``watched``: a watcher keeps the inbox in sync (``up``), so uploads and deletes are left to
+    it; else (``serve`` alone) each is ingested here."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,10 +170,115 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
         status = 502 if isinstance(exc, LLMUnavailable) else 503
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
+    @api.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
     @api.get("/health")
     def health() -> dict[str, str]:
         """Whether the server is up (no authentication)."""
         return {"status": "ok"}
+
+    @api.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        """The web page (no authentication: it asks for the token itself)."""
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    api.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+
+    def sync_later(paths: list[Path]) -> None:
+        """Bring ``paths`` in line with the disk, in the background, where no watcher does."""
+        if watched or not paths:
+            return
+        from dropvec.producer.enqueue import Producer
+
+        threading.Thread(target=lambda: Producer.from_settings(settings).ingest(paths), daemon=True).start()
+
+    def refused(exc: Exception) -> HTTPException:
+        return HTTPException(413 if isinstance(exc, TooLarge) else 400, str(exc))
+
+    @api.get("/files", dependencies=[Depends(authorized)])
+    def list_files() -> FilesResponse:
+        """Every file's state (the records of `status --json --files`), each with its path."""
+        return FilesResponse(files=_file_states(settings))
+
+    @api.post("/files", status_code=201, dependencies=[Depends(authorized)])
+    def upload(
+        file: Annotated[list[UploadFile], File(description="One or more files")],
+        folder: Annotated[str, Form(max_length=1024, description="A subfolder of the inbox")] = "",
+    ) -> Uploaded:
+        """Files into the inbox (in ``folder``, made if need be), each written whole under a
+        temporary name and renamed. A name may hold subfolders (``a/b.txt``, from a folder drop)."""
+        try:
+            if folder:
+                inbox_path(settings, folder, folder=True)
+            names = [f.filename or "" for f in file]
+            for name in names:  # (all checked before any is written)
+                inbox_path(settings, "/".join(p for p in (folder.strip("/"), name) if p))
+            written = [save_upload(settings, folder, n, f.file) for n, f in zip(names, file, strict=True)]
+        except (BadPath, TooLarge) as exc:
+            raise refused(exc) from None
+        sync_later(written)
+        inbox = settings.inbox.resolve()
+        return Uploaded(files=[str(p.relative_to(inbox)) for p in written])
+
+    @api.delete("/files/{path:path}", dependencies=[Depends(authorized)])
+    def delete(path: str) -> Deleted:
+        """A file out of the inbox, and so out of the index (path relative to the inbox)."""
+        try:
+            target = inbox_path(settings, path)
+        except BadPath as exc:
+            raise refused(exc) from None
+        if not target.is_file():
+            raise HTTPException(404, "no such file in the inbox")
+        target.unlink()
+        sync_later([target])
+        return Deleted(deleted=path)
+
+    @api.post("/files/retry", dependencies=[Depends(authorized)])
+    def retry() -> Retried:
+        """Every file whose last attempt failed, queued again (as `dropvec retry-failed`)."""
+        from dropvec.producer.enqueue import Producer
+        from dropvec.sync import failed_paths
+
+        paths = failed_paths(settings)
+        if paths:
+            threading.Thread(target=lambda: Producer.from_settings(settings).ingest(paths, force=True),
+                             daemon=True).start()  # fmt: skip
+        return Retried(retried=len(paths))
+
+    @api.get("/events", dependencies=[Depends(authorized)], response_class=StreamingResponse)
+    async def events(request: Request) -> StreamingResponse:
+        """Server-sent events: ``files`` (the states that changed; all of them first) and
+        ``status`` (totals, queue, workers, throughput), as they change."""
+        from dropvec.status import collect_status
+
+        async def stream() -> AsyncIterator[str]:
+            seen: dict[str, str] = {}
+            last_status = ""
+            while not await request.is_disconnected():
+                states = await asyncio.to_thread(_file_states, settings)
+                changed = [f for f in states if seen.get(f.path) != f.model_dump_json()]
+                gone = sorted(set(seen) - {f.path for f in states})
+                seen = {f.path: f.model_dump_json() for f in states}
+                if changed or gone:
+                    files = [f.model_dump() for f in changed]
+                    yield _event("files", {"files": files, "gone": gone})
+                try:
+                    info = await asyncio.to_thread(collect_status, settings)
+                    summary = json.dumps({k: info[k] for k in STATUS_KEYS}, sort_keys=True)
+                except DropvecError as exc:
+                    summary = json.dumps({"error": str(exc)})
+                if summary != last_status:
+                    last_status = summary
+                    yield f"event: status\ndata: {summary}\n\n"
+                await asyncio.sleep(EVENT_POLL_SECONDS)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        )
 
     @api.post("/search", dependencies=[Depends(authorized)])
     def search_chunks(body: SearchRequest, request: Request) -> SearchResponse:
@@ -162,11 +324,69 @@ def create_api(settings: Settings, embedder: Any = None) -> FastAPI:
     return api
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
-    """The API on ``host:port`` until Ctrl-C (uvicorn)."""
+def serve(settings: Settings, host: str, port: int, *, watched: bool = False) -> None:
+    """The page and the API on ``host:port`` until Ctrl-C (uvicorn)."""
     import uvicorn
 
-    uvicorn.run(create_api(settings), host=host, port=port, log_level=settings.log_level.lower())
+    app = create_api(settings, watched=watched)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+
+
+class Background:
+    """The page and the API in a thread of ``dropvec up`` (uvicorn), until ``stop()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            create_api(settings, watched=True), host=settings.serve_host, port=settings.serve_port,
+            log_level="warning", lifespan="on",
+        )  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="dropvec-web", daemon=True)
+
+    def start(self, timeout: float = 120) -> bool:
+        """Start; whether it listens (False: the port is taken, say; the log says why)."""
+        self.thread.start()
+        for _ in range(int(timeout * 10)):
+            if self.server.started or not self.thread.is_alive():
+                break
+            threading.Event().wait(0.1)
+        return bool(self.server.started)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+#: What the event stream's ``status`` events hold.
+STATUS_KEYS = (
+    "files",
+    "entities",
+    "queue_depth",
+    "workers",
+    "chunks_per_second",
+    "chunks_embedded",
+    "chunks_reused",
+)
+
+
+def _file_states(settings: Settings) -> list[FileState]:
+    from dropvec.ledger.state import StateStore
+    from dropvec.status import file_view
+
+    inbox = settings.inbox.resolve()
+    states = []
+    for record in StateStore.from_settings(settings).records():
+        view = file_view(record)
+        path = Path(view["path"])
+        relative = str(path.relative_to(inbox)) if path.is_relative_to(inbox) else ""
+        states.append(FileState(**view, relative=relative))
+    return sorted(states, key=lambda f: f.path)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 def _line(item: dict[str, Any]) -> str:

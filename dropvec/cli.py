@@ -9,7 +9,7 @@ from contextlib import suppress
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from dropvec import render
 from dropvec.config.errors import DropvecError, ServiceUnavailable, one_line
 from dropvec.config.polling import stopping_on_signals
 from dropvec.config.settings import Settings
+
+if TYPE_CHECKING:
+    from dropvec.api import Background
 
 app = typer.Typer(help="Drop files in a folder; find their chunks in Milvus.", no_args_is_help=True)
 #: The exit code of a command stopped by SIGINT or SIGTERM before its work was done.
@@ -150,15 +153,18 @@ def ask(
 
 @command
 def serve(
-    host: Annotated[
-        str, typer.Option(envvar="DROPVEC_SERVE_HOST", help="Address to listen on")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="DROPVEC_SERVE_PORT", help="Port to listen on")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (DROPVEC_SERVE_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (DROPVEC_SERVE_PORT)")] = None,
+    watched: Annotated[
+        bool,
+        typer.Option(help="A `watch` elsewhere keeps the inbox in sync: leave uploads and deletes to it"),
+    ] = False,
 ) -> None:
-    """HTTP API: /search, /ask, /status, /health; schema at /openapi.json; token: DROPVEC_API_TOKEN."""
+    """The web page and the HTTP API alone (up serves them too); schema at /openapi.json."""
     from dropvec.api import serve
 
-    serve(_settings(), host, port)
+    settings = _settings()
+    serve(settings, host or settings.serve_host, port or settings.serve_port, watched=watched)
 
 
 @command
@@ -204,9 +210,29 @@ def up(
     settings, stop = _settings(inbox=inbox), threading.Event()
     try:
         with running(settings, workers, stop, on_stopping=lambda: render.out.print("stopping…")):
-            _watch(settings, stop, describe(settings, workers) + " Ctrl-C to stop.")
+            web = _web(settings)
+            try:
+                _watch(settings, stop, describe(settings, workers) + " Ctrl-C to stop.")
+            finally:
+                if web is not None:
+                    web.stop()
     finally:
         render.out.print("stopped.")
+
+
+def _web(settings: Settings) -> Background | None:
+    """The page and the API of ``up``, started; None when DROPVEC_SERVE_PORT is 0 or the port is taken."""
+    if not settings.serve_port:
+        return None
+    from dropvec.api import Background
+
+    web = Background(settings)
+    url = f"http://{settings.serve_host}:{settings.serve_port}/"
+    if web.start():
+        render.out.print(f"web page and API: {url}", highlight=False)
+        return web
+    render.err.print(f"[red]error:[/red] no web page: cannot listen on {url} (set DROPVEC_SERVE_PORT)")
+    return None
 
 
 @command

@@ -14,17 +14,6 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 target="."
 [ -n "${EXTRAS:-}" ] && target=".[${EXTRAS}]"
 "${pip[@]}" install -e "$target"
-# OCR of scans and images needs Tesseract, a system package: installed here where this script may
-# (root, or password-less sudo, with apt-get); else one line says how. dropvec runs without it.
-if ! command -v tesseract >/dev/null 2>&1; then
-  sudo=()
-  [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && sudo=(sudo -n); }
-  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ ${#sudo[@]} -gt 0 ]; }; then
-    "${sudo[@]}" apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" \
-      apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null \
-      || echo "dropvec: could not install Tesseract; for OCR: apt-get install tesseract-ocr tesseract-ocr-eng" >&2
-  else
-    echo "dropvec: OCR of scans and images is off until Tesseract is installed" \
-      "(apt-get install tesseract-ocr tesseract-ocr-eng, or brew install tesseract)" >&2
-  fi
-fi
+# OCR of scans and images needs Tesseract, a system package (dropvec runs without it).
+. scripts/system-packages.sh
+command -v tesseract >/dev/null 2>&1 || system_packages "OCR of scans and images" tesseract-ocr tesseract-ocr-eng || true
