@@ -127,8 +127,9 @@ def search_latency(settings: Any, queries: int, top_k: int = 5) -> list[float]:
 
 def text_search_latency(settings: Any, questions: list[str], mode: str, top_k: int = 5) -> list[float]:
     """Milliseconds per dropvec search (``store.retrieve``) of each question, random query vectors."""
-    from dropvec.workers.store import Retrieval, retrieve
+    from dropvec.workers.store import Retrieval, read_store, retrieve
 
+    read_store(settings)
     rng = np.random.default_rng(13)
     timings = []
     for i, question in enumerate([*questions[:5], *questions]):

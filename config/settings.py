@@ -123,7 +123,9 @@ class Settings(BaseSettings):
     )
     chunk_overlap: int = Field(16, ge=0, description="Tokens shared by neighbouring chunks")
     embed_metadata_keys: tuple[str, ...] = Field(
-        (), description='File metadata embedded with each chunk, e.g. ["file_name"]'
+        (),
+        description="Metadata embedded with each chunk: its file's (file_name) or its section's "
+        "(title, header_path)",
     )
     ocr: Literal["auto", "off"] = Field(
         "auto", description="Read scans and images by OCR: auto (where Tesseract is installed), or off"
@@ -199,7 +201,11 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100, description="Chunks retrieved by `search` and `ask`")
     api_token: SecretStr = Field(
         SecretStr(""),
-        description="`serve`: the bearer token of every endpoint but /health and the schema; empty: none",
+        description="Bearer token of the page and API (all but /health and the page assets); empty: none",
+    )
+    serve_host: str = Field("127.0.0.1", description="Address the web page and API listen on (`up`, `serve`)")
+    serve_port: int = Field(
+        8000, ge=0, le=65535, description="Port of the web page and API; 0: `up` serves neither"
     )
 
     log_level: str = Field("INFO", description="Log level")

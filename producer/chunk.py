@@ -85,34 +85,34 @@ def iter_chunks(
     is cut at sentences (with ``chunk_overlap``). Chunks come out as the text is read, so the first
     ones of a long file can be embedded before the rest is split.
 
-    ``chunk_size`` 0 means the whole window. File metadata named in ``embed_keys`` is embedded
-    with the text and counted against the window; if it would take more than 1/MAX_METADATA_SHARE
-    of it, it is not embedded at all rather than shrinking every chunk to a sliver.
+    ``chunk_size`` 0 means the whole window. Metadata named in ``embed_keys`` (the file's, or its
+    section's: ``title``, ``header_path``) is embedded with the text and counted against the
+    window; where it would take more than 1/MAX_METADATA_SHARE of it, it is not embedded at all
+    rather than shrinking every chunk to a sliver.
     """
     budget = tokens.budget
     target = min(chunk_size or budget, budget)
-    meta_str = "\n".join(f"{k}: {file_metadata[k]}" for k in embed_keys if k in file_metadata)
-    if not meta_str or tokens.count(meta_str) > budget // MAX_METADATA_SHARE:
-        embed_keys = ()
-    meta_tokens = tokens.count(meta_str + "\n\n") if embed_keys else 0
-    text_size = max(1, target - meta_tokens)
-    split = SplitParagraph(text_size, min(chunk_overlap, text_size // 4))
-    # an additive window counts the embedded text as the metadata's tokens plus the text's
-    header = meta_tokens if tokens.additive and all(k in file_metadata for k in embed_keys) else None
-
     index = 0
     for section_metadata, paragraphs in _runs(sections):
         metadata = {**section_metadata, **file_metadata}
+        # the embedded metadata: the file's and the section's (title, heading path) named in embed_keys
+        meta_str = "\n".join(f"{k}: {metadata[k]}" for k in embed_keys if k in metadata)
+        keys = embed_keys if meta_str and tokens.count(meta_str) <= budget // MAX_METADATA_SHARE else ()
+        meta_tokens = tokens.count(meta_str + "\n\n") if keys else 0
+        text_size = max(1, target - meta_tokens)
+        split = SplitParagraph(text_size, min(chunk_overlap, text_size // 4))
+        # an additive window counts the embedded text as the metadata's tokens plus the text's
+        header = meta_tokens if tokens.additive else None
         for piece, used in pack_paragraphs(paragraphs, tokens.measure, split, text_size):
             known = None if header is None else header + used
-            for text in _fit(piece, metadata, embed_keys, tokens, budget, known):
+            for text in _fit(piece, metadata, keys, tokens, budget, known):
                 content_hash = sha256_hex(text)
                 yield Chunk(
                     id=chunk_id(doc_id, generation, index, content_hash),
                     index=index,
                     text=text,
                     metadata={**metadata, "chunk_index": index, "content_hash": content_hash},
-                    embed_keys=embed_keys,
+                    embed_keys=keys,
                 )
                 index += 1
 

@@ -60,6 +60,18 @@ def test_embedded_metadata_is_counted_against_the_window(window: TokenWindow) ->
     assert window.budget - 20 <= max(window.count(embedded_text(c)) for c in chunks) <= window.budget
 
 
+def test_a_sections_title_and_heading_path_can_be_embedded_with_its_chunks(window: TokenWindow) -> None:
+    text = ESSAY.read_text()[:6_000]
+    sections = [Section(text, {"title": "Essay", "header_path": "/Essay/Before college/"}),
+                Section(text, {"title": "Essay"})]  # fmt: skip
+    chunks = list(iter_chunks(sections, doc_id="d", file_metadata={"file_name": "e.md"}, tokens=window,
+                              chunk_size=128, embed_keys=("title", "header_path")))  # fmt: skip
+    first = [c for c in chunks if "header_path" in c.metadata]
+    assert first and embedded_text(first[0]).startswith("title: Essay\nheader_path: /Essay/Before college/")
+    assert embedded_text(chunks[-1]).startswith("title: Essay\n\n")
+    assert max(window.count(embedded_text(c)) for c in chunks) <= 128
+
+
 def test_long_metadata_is_not_embedded_rather_than_shrinking_chunks(window: TokenWindow) -> None:
     # Given a file name that alone would take most of the window
     name = "very " * 150 + "long.txt"
