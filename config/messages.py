@@ -103,6 +103,11 @@ class RemoveTask(BaseModel):
     below_generation: int = Field(ge=1)
 
 
+#: Metadata an LLM is given with each source (``ask``): which file, and where in it.
+LLM_METADATA_KEYS = ("file_name", "title", "page_label", "header_path", "slide", "sheet", "chapter",
+                     "subject", "attachment", "cell", "symbol")  # fmt: skip
+
+
 def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str = "") -> TextNode:
     """Build the node that is embedded and stored for ``chunk``.
 
@@ -121,7 +126,7 @@ def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str =
         text=chunk.text,
         metadata=metadata,
         excluded_embed_metadata_keys=[k for k in metadata if k not in chunk.embed_keys],
-        excluded_llm_metadata_keys=[k for k in metadata if k not in ("file_name", "page_label")],
+        excluded_llm_metadata_keys=[k for k in metadata if k not in LLM_METADATA_KEYS],
     )
     node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc_id)
     return node

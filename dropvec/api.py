@@ -50,6 +50,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+#: One upload request holds at most this many files' worth of bytes (each file: DROPVEC_MAX_FILE_BYTES).
+UPLOAD_FILES = 10
 #: Seconds between two looks at the ledger for the event stream.
 EVENT_POLL_SECONDS = 1.0
 
@@ -172,7 +174,21 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
 
     @api.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
+        if request.method == "POST" and request.url.path == "/files":
+            # (refused before the body is read: the form parser would spool all of it to disk)
+            length = request.headers.get("content-length", "")
+            limit = UPLOAD_FILES * settings.max_file_bytes
+            if not length.isdigit():
+                response: Any = JSONResponse({"detail": "an upload needs a Content-Length"}, status_code=411)
+            elif int(length) > limit:
+                detail = (
+                    f"over the {limit / 2**20:.0f} MB of one upload ({UPLOAD_FILES} x DROPVEC_MAX_FILE_BYTES)"
+                )
+                response = JSONResponse({"detail": detail}, status_code=413)
+            else:
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psutil
 
@@ -166,8 +166,15 @@ def start_redis(settings: Settings, data_dir: Path) -> Service | None:
 
     folder = data_dir / "redis"
     folder.mkdir(parents=True, exist_ok=True)
+    # The password goes in a config file only its owner reads, never on the command line (`ps`).
+    config = folder / "auth.conf"
+    password = unquote(urlsplit(settings.redis_url).password or "")  # (as redis-py sends it)
+    config.touch(mode=0o600)
+    config.chmod(0o600)
+    config.write_text(f'requirepass "{_conf_quoted(password)}"\n' if password else "")
     args = [
         str(get_binary_path()),
+        str(config),
         "--port",
         str(port),
         "--bind",
@@ -185,15 +192,17 @@ def start_redis(settings: Settings, data_dir: Path) -> Service | None:
         "--daemonize",
         "no",
     ]
-    password = urlsplit(settings.redis_url).password
-    if password:
-        args += ["--requirepass", password]
     import redis
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=1, **settings.redis_tls)
     service = _start("redis", args, folder / "server.log", lambda: bool(client.ping()), 30)
     log.info("started Redis-protocol server (valkey) on %s:%d, data in %s", host, port, folder)
     return service
+
+
+def _conf_quoted(text: str) -> str:
+    """``text`` inside a double-quoted Redis config value."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def start_milvus(settings: Settings, data_dir: Path) -> Service | None:

@@ -182,6 +182,9 @@ def mbox_sections(path: Path, attachment: Callable[[str, bytes], list[Section]])
     from email import policy
     from email.parser import BytesParser
 
+    with path.open("rb") as f:
+        if not f.read(5) == b"From ":
+            raise UnreadableFile(path, "not an mbox file: it does not start with a 'From ' line")
     box = mailbox.mbox(str(path), create=False)
     sections: list[Section] = []
     try:

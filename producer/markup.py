@@ -23,10 +23,11 @@ if TYPE_CHECKING:
 FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
 
 
-#: Sections shorter than this (in characters: about a 256-token chunk of prose) are packed with
-#: their neighbours into one chunk, under the first one's heading path. Cut at every heading, a
-#: folder of short sections made chunks too small to rank: bench.retrieval found fewer answers.
-PACKED_CHARS = 1200
+#: Sections are packed with their neighbours into runs of at most this many characters (about
+#: two 256-token chunks of prose), each run under its first section's heading path. Cut at every
+#: heading, a folder of short sections made chunks too small to rank: bench.retrieval found the
+#: answer to 64% of paraphrased questions so, 67% with runs of 2,400 characters (docs/benchmarks.md).
+PACKED_CHARS = 2400
 
 
 def packed(sections: list[Section]) -> list[Section]:

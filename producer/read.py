@@ -56,7 +56,9 @@ def pdf_sections(path: Path, ocr: Ocr) -> list[Section]:
                 scanned += 1
                 if ocr.available and read_by_ocr < ocr.max_pages:
                     read_by_ocr += 1
-                    image = page.render(scale=OCR_DPI / 72).to_pil()
+                    width, height = page.get_size()  # (in points: 1/72 inch)
+                    scale = min(OCR_DPI / 72, (OCR_MAX_PIXELS / max(1.0, width * height)) ** 0.5)
+                    image = page.render(scale=scale).to_pil()
                     text, meta["ocr"] = ocr_image(image, ocr), 1
             page.close()
             sections.append(Section(clean_text(text, path), meta))
@@ -101,8 +103,10 @@ def _markup(sections: Callable[[str], list[Section]]) -> Callable[[Path], list[S
     return lambda path: sections(decode_markup(_read_bytes(path), path))
 
 
-#: Pages rendered for OCR at this resolution (Tesseract reads body text best at about 300 dpi).
+#: Pages rendered for OCR at this resolution (Tesseract reads body text best at about 300 dpi)...
 OCR_DPI = 300
+#: ... in at most this many pixels (an A4 page at 300 dpi has 8.7 million; a poster, far more).
+OCR_MAX_PIXELS = 40_000_000
 #: Formats read whole, by extension. Plain text (TEXT) is streamed; PDF and images take the OCR
 #: settings; mail takes the reader of its attachments.
 READERS: dict[str, Callable[[Path], list[Section]]] = {

@@ -29,9 +29,9 @@ def pptx(path: Path) -> list[Sample]:
 
     deck = Presentation()
     for title, body, notes in [
-        ("Otters at sea", "Sea otters hold hands while they sleep so they do not drift apart.", ""),
-        ("Kelp forests", "Urchin barrens spread where no otters eat the urchins.",
-         "Speaker notes: mention the Monterey Bay survey of 2019."),
+        ("Puffins at home", "Puffins dig their burrows into the soft turf of the cliff top.", ""),
+        ("Feeding", "Sand eels are what the chicks are fed in June.",
+         "Speaker notes: mention the Skomer island count of 2019."),
     ]:  # fmt: skip
         slide = deck.slides.add_slide(deck.slide_layouts[1])
         slide.shapes.title.text = title
@@ -41,13 +41,13 @@ def pptx(path: Path) -> list[Sample]:
     table = deck.slides.add_slide(deck.slide_layouts[5])
     table.shapes.title.text = "Counts"
     grid = table.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(6), Inches(1)).table
-    for (r, c), text in {(0, 0): "Colony", (0, 1): "Otters", (1, 0): "Big Sur", (1, 1): "3141"}.items():
+    for (r, c), text in {(0, 0): "Colony", (0, 1): "Puffins", (1, 0): "Big Sur", (1, 1): "3141"}.items():
         grid.cell(r, c).text = text
     deck.save(str(path))
     return [
-        Sample(path.name, "Sea otters hold hands while they sleep so they do not drift apart.",
-               {"slide": 1, "title": "Otters at sea"}),
-        Sample(path.name, "mention the Monterey Bay survey of 2019", {"slide": 2}),
+        Sample(path.name, "Puffins dig their burrows into the soft turf of the cliff top.",
+               {"slide": 1, "title": "Puffins at home"}),
+        Sample(path.name, "mention the Skomer island count of 2019", {"slide": 2}),
         Sample(path.name, "Big Sur | 3141", {"slide": 3}),
     ]  # fmt: skip
 
@@ -59,15 +59,15 @@ def xlsx(path: Path) -> list[Sample]:
     first = book.active
     first.title = "Sightings"
     first.append(["Date", "Place", "Note"])
-    first.append(["2024-05-01", "Moss Landing", "A raft of forty otters rested in the slough."])
+    first.append(["2024-05-01", "Skomer North", "A raft of forty puffins rested below the stack."])
     second = book.create_sheet("Budget")
     second.append(["Item", "Cost"])
-    second.append(["Kayak rental for the survey", 275])
+    second.append(["Boat charter for the count", 275])
     book.save(path)
     return [
-        Sample(path.name, "Place: Moss Landing; Note: A raft of forty otters rested in the slough.",
+        Sample(path.name, "Place: Skomer North; Note: A raft of forty puffins rested below the stack.",
                {"sheet": "Sightings"}),
-        Sample(path.name, "Item: Kayak rental for the survey; Cost: 275", {"sheet": "Budget"}),
+        Sample(path.name, "Item: Boat charter for the count; Cost: 275", {"sheet": "Budget"}),
     ]  # fmt: skip
 
 
@@ -75,13 +75,13 @@ def epub(path: Path) -> list[Sample]:
     from ebooklib import epub as ebook
 
     book = ebook.EpubBook()
-    book.set_identifier("otters-1")
-    book.set_title("A Book of Otters")
+    book.set_identifier("puffins-1")
+    book.set_title("A Book of Puffins")
     book.set_language("en")
     chapters = []
     for n, (title, text) in enumerate([
-        ("The River", "River otters can close their ears and nostrils under water."),
-        ("The Sea", "A sea otter has about one million hairs in each square inch of fur."),
+        ("The Bill", "A puffin can hold a dozen fish crosswise in its bill."),
+        ("The Young", "Young puffins are called pufflings and leave the burrow at night."),
     ], 1):  # fmt: skip
         chapter = ebook.EpubHtml(title=title, file_name=f"chap_{n}.xhtml", lang="en")
         chapter.content = f"<html><body><h1>{title}</h1><p>{text}</p></body></html>"
@@ -93,10 +93,10 @@ def epub(path: Path) -> list[Sample]:
     book.spine = ["nav", *chapters]
     ebook.write_epub(str(path), book)
     return [
-        Sample(path.name, "River otters can close their ears and nostrils under water.",
-               {"chapter": "The River", "title": "A Book of Otters"}),
-        Sample(path.name, "A sea otter has about one million hairs in each square inch of fur.",
-               {"chapter": "The Sea"}),
+        Sample(path.name, "A puffin can hold a dozen fish crosswise in its bill.",
+               {"chapter": "The Bill", "title": "A Book of Puffins"}),
+        Sample(path.name, "Young puffins are called pufflings and leave the burrow at night.",
+               {"chapter": "The Young"}),
     ]  # fmt: skip
 
 
@@ -113,25 +113,28 @@ def message(subject: str, body: str, attachment: tuple[str, bytes] | None = None
 
 
 def eml(path: Path) -> list[Sample]:
-    notes = b"The attached notes say the pup was weaned at six months."
-    mail = message("Pup report", "The otter pup Juniper took her first swim on Monday.", ("notes.txt", notes))
+    notes = b"The attached notes say the puffling weighed 310 grams."
+    mail = message(
+        "Puffling report", "The puffling Juniper left the burrow on Monday night.", ("notes.txt", notes)
+    )
     path.write_bytes(bytes(mail))
     return [
-        Sample(path.name, "The otter pup Juniper took her first swim on Monday.", {"subject": "Pup report"}),
-        Sample(path.name, "the pup was weaned at six months",
-               {"subject": "Pup report", "attachment": "notes.txt"}),
+        Sample(path.name, "The puffling Juniper left the burrow on Monday night.",
+               {"subject": "Puffling report"}),
+        Sample(path.name, "the puffling weighed 310 grams",
+               {"subject": "Puffling report", "attachment": "notes.txt"}),
     ]  # fmt: skip
 
 
 def mbox(path: Path) -> list[Sample]:
     box = mailbox.mbox(str(path))
-    box.add(message("Tide tables", "Low tide on Friday is at 5:42 in the morning."))
-    box.add(message("Boat booking", "The survey boat is booked for the ninth of June."))
+    box.add(message("Ferry times", "The Friday ferry leaves Martin's Haven at 10:15."))
+    box.add(message("Hide booking", "The bird hide is booked for the ninth of June."))
     box.flush()
     box.close()
     return [
-        Sample(path.name, "Low tide on Friday is at 5:42 in the morning.", {"subject": "Tide tables"}),
-        Sample(path.name, "The survey boat is booked for the ninth of June.", {"subject": "Boat booking"}),
+        Sample(path.name, "The Friday ferry leaves Martin's Haven at 10:15.", {"subject": "Ferry times"}),
+        Sample(path.name, "The bird hide is booked for the ninth of June.", {"subject": "Hide booking"}),
     ]
 
 
@@ -139,48 +142,48 @@ def ipynb(path: Path) -> list[Sample]:
     notebook = {
         "nbformat": 4, "nbformat_minor": 5, "metadata": {},
         "cells": [
-            {"cell_type": "markdown", "metadata": {}, "source": ["# Counting otters\n", "\n",
-                                                                "We count otters from the cliff at dawn.\n"]},
-            {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": "otter_total = 17 + 25\n",
+            {"cell_type": "markdown", "metadata": {},
+             "source": ["# Counting puffins\n", "\n", "We count puffins from the cliff at dawn.\n"]},
+            {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": "puffin_total = 17 + 25\n",
              "outputs": [{"output_type": "stream", "name": "stdout", "text": "BLOB" * 1000}]},
         ],
     }  # fmt: skip
     path.write_text(json.dumps(notebook))
     return [
-        Sample(path.name, "We count otters from the cliff at dawn.",
-               {"cell": 1, "header_path": "/Counting otters/"}),
-        Sample(path.name, "otter_total = 17 + 25", {"cell": 2}),
+        Sample(path.name, "We count puffins from the cliff at dawn.",
+               {"cell": 1, "header_path": "/Counting puffins/"}),
+        Sample(path.name, "puffin_total = 17 + 25", {"cell": 2}),
     ]  # fmt: skip
 
 
 def data_files(folder: Path) -> list[Sample]:
     site = {"id": "ES-4", "note": "Pups seen near the railway bridge."}
     (folder / "colony.json").write_text(json.dumps({"colony": {"name": "Elkhorn Slough", "sites": [site]}}))
-    (folder / "survey.yaml").write_text("survey:\n  leader: Maria\n  boats:\n    - name: Kestrel\n"
-                                        "      note: The Kestrel carries the hydrophone.\n")  # fmt: skip
-    (folder / "feed.xml").write_text('<?xml version="1.0"?><feed><entry id="7"><title>Otter cam</title>'
-                                     "<summary>The otter cam streams from the aquarium tank.</summary>"
+    (folder / "count.yaml").write_text("count:\n  leader: Maria\n  boats:\n    - name: Shearwater\n"
+                                        "      note: The Shearwater carries the ringing kit.\n")  # fmt: skip
+    (folder / "feed.xml").write_text('<?xml version="1.0"?><feed><entry id="7"><title>Puffin cam</title>'
+                                     "<summary>The puffin cam streams from the burrow at night.</summary>"
                                      "</entry></feed>")  # fmt: skip
     return [
         Sample("colony.json", "colony.sites[0].note: Pups seen near the railway bridge."),
-        Sample("survey.yaml", "survey.boats[0].note: The Kestrel carries the hydrophone."),
-        Sample("feed.xml", "feed/entry/summary: The otter cam streams from the aquarium tank."),
+        Sample("count.yaml", "count.boats[0].note: The Shearwater carries the ringing kit."),
+        Sample("feed.xml", "feed/entry/summary: The puffin cam streams from the burrow at night."),
     ]
 
 
 def code_files(folder: Path) -> list[Sample]:
     (folder / "census.py").write_text(
-        'import math\n\n\ndef otter_density(count, area):\n    """Otters per square kilometre of kelp."""\n'
+        'import math\n\n\ndef puffin_density(count, area):\n    """Puffins per hectare of cliff top."""\n'
         "    return count / area\n\n\nclass Census:\n    def total(self):\n        return 42\n"
     )
     (folder / "tide.js").write_text(
         "// Tide helper\nfunction nextLowTide(table) {\n  return table.lows[0];\n}\n"
     )
-    (folder / "otters.sql").write_text("SELECT colony, COUNT(*) FROM sightings GROUP BY colony;\n")
+    (folder / "puffins.sql").write_text("SELECT colony, COUNT(*) FROM sightings GROUP BY colony;\n")
     return [
-        Sample("census.py", '"""Otters per square kilometre of kelp."""', {"symbol": "otter_density"}),
+        Sample("census.py", '"""Puffins per hectare of cliff top."""', {"symbol": "puffin_density"}),
         Sample("tide.js", "function nextLowTide(table)"),
-        Sample("otters.sql", "SELECT colony, COUNT(*) FROM sightings GROUP BY colony;"),
+        Sample("puffins.sql", "SELECT colony, COUNT(*) FROM sightings GROUP BY colony;"),
     ]
 
 
@@ -192,7 +195,7 @@ def documents(folder: Path) -> list[Sample]:
         'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
         'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"><office:body><office:text>'
         '<text:h text:outline-level="1">Field guide</text:h>'
-        "<text:p>Otters groom their fur for hours each day to keep it waterproof.</text:p>"
+        "<text:p>Puffins oil their feathers each day to keep them waterproof.</text:p>"
         "</office:text></office:body></office:document-content>"
     )
     with zipfile.ZipFile(folder / "guide.odt", "w") as z:
@@ -200,13 +203,13 @@ def documents(folder: Path) -> list[Sample]:
         z.writestr("content.xml", content)
     return [
         Sample("letter.rtf", "The volunteers meet at the harbour at seven."),
-        Sample("guide.odt", "Otters groom their fur for hours each day to keep it waterproof.",
+        Sample("guide.odt", "Puffins oil their feathers each day to keep them waterproof.",
                {"header_path": "/Field guide/"}),
     ]  # fmt: skip
 
 
 #: Lines drawn as pixels, for OCR: large, plain, black on white, as a clean scan is.
-SCANNED = ["Scanned letter about otters", "The harbour seal shares the cove"]
+SCANNED = ["Scanned letter about puffins", "The harbour seal shares the cove"]
 
 
 def drawn_page(lines: list[str], size: tuple[int, int] = (1700, 700)) -> object:
@@ -234,7 +237,7 @@ def every_type(folder: Path) -> list[Sample]:
     """Write one file (or a few) of every type into ``folder``; the samples they hold."""
     folder.mkdir(parents=True, exist_ok=True)
     samples = [
-        *pptx(folder / "deck.pptx"), *xlsx(folder / "book.xlsx"), *epub(folder / "otters.epub"),
+        *pptx(folder / "deck.pptx"), *xlsx(folder / "book.xlsx"), *epub(folder / "puffins.epub"),
         *eml(folder / "report.eml"), *mbox(folder / "inbox.mbox"), *ipynb(folder / "count.ipynb"),
         *data_files(folder), *code_files(folder), *documents(folder),
     ]  # fmt: skip
@@ -276,7 +279,20 @@ def hostile(folder: Path) -> dict[str, tuple[str, str]]:
     out = io.BytesIO()
     Image.new("RGB", (800, 600), "white").save(out, format="PDF")
     (folder / "blank-scan.pdf").write_bytes(out.getvalue())
+    with zipfile.ZipFile(folder / "hollow.odt", "w") as z:  # (an OpenDocument without its content)
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.text")
+    (folder / "binary.rtf").write_bytes(rng.randbytes(4096))
+    (folder / "binary.py").write_bytes(rng.randbytes(4096))
+    (folder / "nomail.mbox").write_text("no message starts with a From line here\n")
+    (folder / "text.jpg").write_text("I am text with an image's extension.")
+    (folder / "truncated.tif").write_bytes(b"II*\x00" + rng.randbytes(500))
     return {
+        "hollow.odt": ("failed", "cannot read odt"),
+        "binary.rtf": ("failed", "binary"),
+        "binary.py": ("failed", "binary"),
+        "nomail.mbox": ("failed", "not an mbox file"),
+        "text.jpg": ("failed", "cannot read jpg"),
+        "truncated.tif": ("failed", "cannot read tif"),
         "truncated.pptx": ("failed", "not a pptx file"),
         "notes.xlsx": ("failed", "not a xlsx file"),
         "enormous.xlsx": ("failed", "10,485,760 cells"),

@@ -98,7 +98,7 @@ def test_every_type_is_found_with_its_metadata_at_start_and_while_watching(tmp_p
         check_found(settings, inbox / "first", first)
         check_found(settings, inbox / "later", later)
         shown = subprocess.run(
-            [sys.executable, "-m", "dropvec", "search", "sea otters sleep holding hands", "--path",
+            [sys.executable, "-m", "dropvec", "search", "where do puffins dig their burrows", "--path",
              str(inbox / "later" / "deck.pptx"), "-k", "1"], env=env, cwd=tmp_path, capture_output=True,
             text=True, timeout=300,
         )  # fmt: skip

@@ -150,7 +150,9 @@ def test_the_tutorials_query_code_works_unchanged(stack: Stack, corpus: Path) ->
     # with 256-token chunks the essay's answer is not in its top 3; dropvec's hybrid search puts
     # it first, test_search_answers_the_tutorial_question)
     assert len(nodes) == 3
-    assert all(n.node.get_content() and n.node.metadata["file_path"].startswith(str(corpus)) for n in nodes)
+    # (other tests' files share the collection: any of them may rank here, all are dropvec's chunks)
+    root = str(stack.root)
+    assert all(n.node.get_content() and n.node.metadata["file_path"].startswith(root) for n in nodes)
     deeper = index.as_retriever(similarity_top_k=10).retrieve("What did the author work on before college?")
     assert any("writing and programming" in n.node.get_content() for n in deeper)
 

@@ -81,6 +81,11 @@ def test_up_ingests_the_inbox_stops_cleanly_and_keeps_its_data(tmp_path: Path) -
         assert before["entities"] == int(state.get_file(doc)["chunks_total"]) > 60
         assert before["workers"] == 1
         version = state.get_file(doc)["generation"]
+        # and no process that up started shows the password on its command line (`ps`)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert any("valkey" in " ".join(p.cmdline()) for p in family)
+        assert not [p.cmdline() for p in family if SECRET in " ".join(p.cmdline())]
+        assert (tmp_path / ".dropvec" / "redis" / "auth.conf").stat().st_mode & 0o077 == 0
     finally:
         stop_up(proc)
     assert "stopped." in log.read_text()

@@ -88,6 +88,11 @@ def test_an_upload_lands_whole_in_the_inbox_and_an_oversize_one_not_at_all(clien
     big = client.post("/files", files={"file": ("big.txt", b"x" * 5000)})
     assert big.status_code == 413 and "DROPVEC_MAX_FILE_BYTES" in big.text
     assert written(inbox) == before  # (no temporary file left either)
+    # a request larger than ten files of the limit is refused before its body is read
+    huge = client.post(
+        "/files", content=b"x" * 50_000, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert huge.status_code == 413 and written(inbox) == before
 
 
 @pytest.mark.parametrize(

@@ -64,3 +64,16 @@ def test_messages_past_the_caps_are_refused() -> None:
     many = {f"k{i}": i for i in range(MAX_METADATA_ITEMS + 1)}
     with pytest.raises(ValidationError):
         EmbedTask.model_validate({**data, "chunks": [{**chunk, "metadata": many}]})
+
+
+def test_an_llm_is_told_where_each_source_is_and_nothing_internal() -> None:
+    from llama_index.core.schema import MetadataMode
+
+    from dropvec.config.messages import Chunk, to_node
+
+    meta = {"file_name": "deck.pptx", "slide": 2, "title": "Otters", "chunk_index": 4, "content_hash": "ab"}
+    shown = to_node(Chunk(id="c", index=4, text="Sea otters.", metadata=meta), "d").get_content(
+        MetadataMode.LLM
+    )
+    assert "slide: 2" in shown and "title: Otters" in shown and "file_name: deck.pptx" in shown
+    assert "chunk_index" not in shown and "content_hash" not in shown
