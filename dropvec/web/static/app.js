@@ -40,19 +40,7 @@ async function follow() {
   try {
     const response = await api("/events");
     if (!response.ok) throw new Error(`events: ${response.status}`);
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        onEvent(buffer.slice(0, end));
-        buffer = buffer.slice(end + 2);
-      }
-    }
+    await records(response, "\n\n", onEvent);
   } catch (error) {
     $("totals").textContent = `Not connected: ${error.message}`;
   } finally {
@@ -238,6 +226,18 @@ $("ask-button").addEventListener("click", async () => {
     $("answer-notice").textContent = (await response.json()).detail;
     return;
   }
+  await records(response, "\n", (line) => {
+    const item = JSON.parse(line);
+    if (item.sources) renderHits(item.sources, question, "");
+    if (item.text) $("answer-text").textContent += item.text;
+    if (item.notice) $("answer-notice").textContent = item.notice;
+    if (item.error) $("answer-notice").textContent = item.error;
+    if (item.done) $("answer").dataset.done = "true";
+  });
+});
+
+// A streamed response's records, each handed to onRecord as it arrives (separated by separator).
+async function records(response, separator, onRecord) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -246,17 +246,12 @@ $("ask-button").addEventListener("click", async () => {
     if (done) break;
     buffer += decoder.decode(value, { stream: true });
     let end;
-    while ((end = buffer.indexOf("\n")) >= 0) {
-      const item = JSON.parse(buffer.slice(0, end));
-      buffer = buffer.slice(end + 1);
-      if (item.sources) renderHits(item.sources, question, "");
-      if (item.text) $("answer-text").textContent += item.text;
-      if (item.notice) $("answer-notice").textContent = item.notice;
-      if (item.error) $("answer-notice").textContent = item.error;
-      if (item.done) $("answer").dataset.done = "true";
+    while ((end = buffer.indexOf(separator)) >= 0) {
+      onRecord(buffer.slice(0, end));
+      buffer = buffer.slice(end + separator.length);
     }
   }
-});
+}
 
 function renderHits(hits, query, error) {
   const list = $("results");
