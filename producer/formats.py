@@ -90,8 +90,11 @@ def xlsx_sections(path: Path) -> list[Section]:
     ``sheet``: its name. A workbook of more than MAX_CELLS cells is refused."""
     from openpyxl import load_workbook
 
-    f = path.open("rb")  # (a file, not a name: openpyxl refuses names not ending in .xlsx)
-    book = load_workbook(f, read_only=True, data_only=True)
+    with path.open("rb") as f:  # (a file, not a name: openpyxl refuses names not ending in .xlsx)
+        return _sheets(path, load_workbook(f, read_only=True, data_only=True))
+
+
+def _sheets(path: Path, book: Any) -> list[Section]:
     try:
         declared = sum((ws.max_row or 0) * (ws.max_column or 0) for ws in book.worksheets)
         if declared > MAX_CELLS:
@@ -120,7 +123,6 @@ def xlsx_sections(path: Path) -> list[Section]:
         return sections
     finally:
         book.close()
-        f.close()
 
 
 def epub_sections(path: Path) -> list[Section]:
