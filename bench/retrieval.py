@@ -15,12 +15,13 @@ per kind of question (paraphrase, keyword, fact):
   every mode but sparse needs, is timed apart: p50 in the header).
 Configurations: dense; sparse (BM25); hybrid with RRF at several constants and candidate depths;
 hybrid with the weighted ranker at several dense weights. The defaults (``Settings``) are marked.
-``--embed-keys`` embeds those file and section metadata with each chunk, ``--chunk-size`` sets the
-chunks' size (each a separate index). ``--rerank-model`` adds the default hybrid search reranked
-by that cross-encoder (its latency includes the reranking). ``--embed-model`` indexes with another
-model (its chunks/s in the header); ``--asked-only`` indexes only the files that questions ask
-about, to compare slow models in minutes (fewer distractors: compare runs of the same folder);
-``--max-file-chunks N`` keeps of those only the files of at most N chunks, and their questions.
+``--embed-keys`` embeds those file and section metadata with each chunk; ``--chunk-size`` and
+``--chunk-overlap`` set the chunks' size and overlap (each a separate index). ``--rerank-model``
+adds the default hybrid search reranked by that cross-encoder (its latency includes the
+reranking). ``--embed-model`` indexes with another model (its chunks/s in the header);
+``--asked-only`` indexes only the files that questions ask about, to compare slow models in
+minutes (fewer distractors: compare runs of the same folder); ``--max-file-chunks N`` keeps of
+those only the files of at most N chunks, and their questions.
 Prints figures; asserts nothing.
 """
 
@@ -130,6 +131,9 @@ def main() -> None:
         "--max-file-chunks", type=int, default=0, help="with --asked-only: smaller files only"
     )
     parser.add_argument("--rerank-model", default="", help="a cross-encoder to measure, name or path")
+    parser.add_argument(
+        "--chunk-overlap", type=int, default=None, help="tokens shared by neighbouring chunks"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args()
 
@@ -142,6 +146,8 @@ def main() -> None:
     chunking = {"chunk_size": args.chunk_size} if args.chunk_size is not None else {}
     if args.embed_model:
         chunking["embed_model"] = args.embed_model
+    if args.chunk_overlap is not None:
+        chunking["chunk_overlap"] = args.chunk_overlap
     settings = settings.model_copy(update={"embed_metadata_keys": keys, "max_queue_depth": 10**6, **chunking})
     folder = root / "corpus"
     for name, source in CORPORA.items():
@@ -190,7 +196,7 @@ def main() -> None:
         f"{len(asked)} questions over {chunks} chunks (indexed in {seconds:.0f} s, {chunks / seconds:.1f}"
         f" chunks/s, {os.cpu_count()} cores, {settings.embed_model}, {settings.resolved_backend()});"
         f" question embedding {embed_ms:.1f} ms each; embedded metadata: {keys or 'none'};"
-        f" {settings.chunk_size}-token chunks"
+        f" {settings.chunk_size}-token chunks, {settings.chunk_overlap} shared"
     )
     header = f"{'configuration':38} " + " ".join(f"{k[:5]:>17}" for k in ("all", *KINDS))
     print(header + "   p50 ms  p95 ms")
