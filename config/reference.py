@@ -30,7 +30,8 @@ when it is out of date.
 
 FOOTER = """
 Options of single commands, also read from the environment: `DROPVEC_WORKERS` (`up --workers`,
-default 1), `DROPVEC_WORKER_NAME` (`worker --name`, default: the host's name).
+default: one per core, at most 4), `DROPVEC_WORKER_NAME` (`worker --name`, default: the host's
+name).
 """
 
 
