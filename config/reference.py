@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from dropvec.config.settings import Settings
+from dropvec.config.settings import MAX_AUTO_WORKERS, Settings
 
 HEADER = """# Configuration
 
@@ -28,10 +28,10 @@ when it is out of date.
 """
 
 
-FOOTER = """
+FOOTER = f"""
 Options of single commands, also read from the environment: `DROPVEC_WORKERS` (`up --workers`,
-default: one per core, at most 4), `DROPVEC_WORKER_NAME` (`worker --name`, default: the host's
-name).
+default: one per core, at most {MAX_AUTO_WORKERS}), `DROPVEC_WORKER_NAME` (`worker --name`,
+default: the host's name).
 """
 
 
