@@ -203,6 +203,12 @@ def test_the_page_uploads_indexes_searches_asks_retries_and_deletes(tmp_path: Pa
             screenshot = os.environ.get("DROPVEC_SCREENSHOT")
             if screenshot:
                 page.screenshot(path=screenshot, full_page=True)
+            # On a phone's width the page fits: nothing wider than the screen
+            page.set_viewport_size({"width": 390, "height": 844})
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            if screenshot:
+                page.screenshot(path=screenshot.replace(".png", "-phone.png"), full_page=True)
+            page.set_viewport_size({"width": 1200, "height": 900})
             # Delete: the file leaves the inbox and the index
             row.get_by_role("button", name="Delete quexton.md").click()
             expect(row).to_have_count(0, timeout=60_000)
