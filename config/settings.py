@@ -121,7 +121,9 @@ class Settings(BaseSettings):
         description="Tokens per chunk, capped at the model's window; 0 = the whole window "
         "(bench.retrieval: 256 finds more answers than 128)",
     )
-    chunk_overlap: int = Field(16, ge=0, description="Tokens shared by neighbouring chunks")
+    chunk_overlap: int = Field(
+        16, ge=0, description="Tokens shared by neighbouring chunks (bench.retrieval: 16 beats 0 and 64)"
+    )
     embed_metadata_keys: tuple[str, ...] = Field(
         (),
         description="Metadata embedded with each chunk: its file's (file_name) or its section's "
