@@ -67,6 +67,7 @@ def save_upload(settings: Settings, folder: str, name: str, source: BinaryIO) ->
     if target.exists() and target.is_dir():
         raise BadPath("a folder of that name exists")
     inbox = settings.inbox.resolve()
+    inbox.mkdir(parents=True, exist_ok=True)
     made = inbox
     for part in target.relative_to(inbox).parts[:-1]:
         made = made / part
