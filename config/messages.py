@@ -103,9 +103,11 @@ class RemoveTask(BaseModel):
     below_generation: int = Field(ge=1)
 
 
+#: Chunk metadata that tells where in its file a chunk is, as its reader says (besides the page
+#: and the section's heading path).
+LOCATION_KEYS = ("slide", "sheet", "chapter", "subject", "attachment", "cell", "symbol")
 #: Metadata an LLM is given with each source (``ask``): which file, and where in it.
-LLM_METADATA_KEYS = ("file_name", "title", "page_label", "header_path", "slide", "sheet", "chapter",
-                     "subject", "attachment", "cell", "symbol")  # fmt: skip
+LLM_METADATA_KEYS = ("file_name", "title", "page_label", "header_path", *LOCATION_KEYS)
 
 
 def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str = "") -> TextNode:

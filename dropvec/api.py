@@ -204,13 +204,18 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
 
     api.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
 
-    def sync_later(paths: list[Path]) -> None:
-        """Bring ``paths`` in line with the disk, in the background, where no watcher does."""
-        if watched or not paths:
-            return
+    def ingest_later(paths: list[Path], *, force: bool = False) -> None:
+        """Bring ``paths`` in line with the disk, in the background."""
         from dropvec.producer.enqueue import Producer
 
-        threading.Thread(target=lambda: Producer.from_settings(settings).ingest(paths), daemon=True).start()
+        if paths:
+            run = lambda: Producer.from_settings(settings).ingest(paths, force=force)  # noqa: E731
+            threading.Thread(target=run, daemon=True).start()
+
+    def sync_later(paths: list[Path]) -> None:
+        """``ingest_later``, where no watcher does it."""
+        if not watched:
+            ingest_later(paths)
 
     def refused(exc: Exception) -> HTTPException:
         return HTTPException(413 if isinstance(exc, TooLarge) else 400, str(exc))
@@ -256,13 +261,10 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
     @api.post("/files/retry", dependencies=[Depends(authorized)])
     def retry() -> Retried:
         """Every file whose last attempt failed, queued again (as `dropvec retry-failed`)."""
-        from dropvec.producer.enqueue import Producer
         from dropvec.sync import failed_paths
 
         paths = failed_paths(settings)
-        if paths:
-            threading.Thread(target=lambda: Producer.from_settings(settings).ingest(paths, force=True),
-                             daemon=True).start()  # fmt: skip
+        ingest_later(paths, force=True)
         return Retried(retried=len(paths))
 
     @api.get("/events", dependencies=[Depends(authorized)], response_class=StreamingResponse)

@@ -23,14 +23,13 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from dropvec.config.errors import ConfigError
+from dropvec.config.messages import LOCATION_KEYS
 from dropvec.config.settings import Settings
 from dropvec.workers.embed import load_embedder
 from dropvec.workers.rerank import load_reranker, rerank
 from dropvec.workers.store import Retrieval, has_text_search, milvus_errors, neighbours, read_store, retrieve
 
 Mode = Literal["dense", "sparse", "hybrid"]
-#: Chunk metadata that tells where in its file a chunk is (besides page and section).
-LOCATION = ("slide", "sheet", "chapter", "subject", "attachment", "cell", "symbol")
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ class Hit:
             page=str(meta.get("page_label", "")),
             section=str(meta.get("header_path", "")).strip("/"),
             title=str(meta.get("title", "")),
-            location={k: v for k in LOCATION if isinstance(v := meta.get(k), str | int) and v != ""},
+            location={k: v for k in LOCATION_KEYS if isinstance(v := meta.get(k), str | int) and v != ""},
             context=context,
         )
 

@@ -30,6 +30,14 @@ def check_zip(path: Path) -> None:
         raise UnreadableFile(path, f"refused: would inflate to {inflated / 2**20:.0f} MB (limit {limit})")
 
 
+def read_bytes(path: Path) -> bytes:
+    """The whole of ``path``; a file that cannot be read is UnreadableFile, with the reason."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from exc
+
+
 def decode_text(data: bytes, path: Path) -> str:
     """The text of ``data`` (a whole file), without NUL characters; binary data is refused."""
     return clean_text(data.decode(detect_encoding(data, path)), path)

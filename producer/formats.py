@@ -25,7 +25,7 @@ from typing import Any
 
 from dropvec.config.errors import SkippedFile, UnreadableFile
 from dropvec.producer.chunk import Section
-from dropvec.producer.decode import clean_text, decode_markup, decode_text
+from dropvec.producer.decode import clean_text, decode_markup, decode_text, read_bytes
 from dropvec.producer.markup import Headings, html_sections, markdown_sections
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,6 @@ MAX_ATTACHMENT_BYTES = 20 * 2**20
 MAX_MESSAGES = 100_000
 
 Reader = Callable[[Path], list[Section]]
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from exc
 
 
 # Slide decks, workbooks, e-books
@@ -174,7 +167,7 @@ def eml_sections(path: Path, attachment: Callable[[str, bytes], list[Section]]) 
     from email import policy
     from email.parser import BytesParser
 
-    message = BytesParser(policy=policy.default).parsebytes(_read(path))
+    message = BytesParser(policy=policy.default).parsebytes(read_bytes(path))
     return _message(path, message, attachment)
 
 
@@ -237,7 +230,7 @@ def ipynb_sections(path: Path) -> list[Section]:
     """A Jupyter notebook's Markdown and code cells, in order (outputs are not read); ``cell``:
     the cell's number."""
     try:
-        notebook = json.loads(decode_text(_read(path), path))
+        notebook = json.loads(decode_text(read_bytes(path), path))
         cells = notebook["cells"] if isinstance(notebook, dict) else None
         if not isinstance(cells, list):
             raise TypeError("no list of cells")
@@ -263,7 +256,7 @@ def ipynb_sections(path: Path) -> list[Section]:
 def json_sections(path: Path) -> list[Section]:
     """A JSON document's values, each with its key path (``items[2].name: Ada``)."""
     try:
-        data = json.loads(decode_text(_read(path), path))
+        data = json.loads(decode_text(read_bytes(path), path))
     except RecursionError:
         raise UnreadableFile(path, "refused: nested too deep") from None
     except ValueError as exc:
@@ -277,7 +270,7 @@ def yaml_sections(path: Path) -> list[Section]:
     import yaml
 
     try:
-        documents = list(yaml.safe_load_all(decode_text(_read(path), path)))
+        documents = list(yaml.safe_load_all(decode_text(read_bytes(path), path)))
     except RecursionError:
         raise UnreadableFile(path, "refused: nested too deep") from None
     except yaml.YAMLError as exc:
@@ -292,7 +285,7 @@ def xml_sections(path: Path) -> list[Section]:
     from defusedxml import DefusedXmlException
 
     try:
-        root = ET.fromstring(_read(path))
+        root = ET.fromstring(read_bytes(path))
     except DefusedXmlException as exc:
         raise UnreadableFile(path, f"refused: {type(exc).__name__}") from None
     except ET.ParseError as exc:
@@ -361,7 +354,7 @@ CODE = (
 def code_sections(path: Path) -> list[Section]:
     """A source file as text; a Python file cut at its top-level definitions (``symbol``: the
     function's or class's name), so that no chunk spans two of them."""
-    text = decode_text(_read(path), path)
+    text = decode_text(read_bytes(path), path)
     if path.suffix.lower() not in (".py", ".pyi"):
         return [Section(text)] if text.strip() else []
     try:
@@ -390,7 +383,7 @@ def code_sections(path: Path) -> list[Section]:
 def rtf_sections(path: Path) -> list[Section]:
     from striprtf.striprtf import rtf_to_text
 
-    text = rtf_to_text(decode_text(_read(path), path), errors="ignore")
+    text = rtf_to_text(decode_text(read_bytes(path), path), errors="ignore")
     return [Section(clean_text(text, path))] if text.strip() else []
 
 

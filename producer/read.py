@@ -17,7 +17,15 @@ from llama_index.core.readers.base import BaseReader
 from dropvec.config.errors import SkippedFile, UnreadableFile
 from dropvec.producer import formats
 from dropvec.producer.chunk import Section
-from dropvec.producer.decode import check_zip, clean_text, decode_markup, decode_text, detect_encoding, sniff
+from dropvec.producer.decode import (
+    check_zip,
+    clean_text,
+    decode_markup,
+    decode_text,
+    detect_encoding,
+    read_bytes,
+    sniff,
+)
 from dropvec.producer.formats import Ocr, ocr_image
 from dropvec.producer.markup import html_sections, markdown_sections
 
@@ -100,7 +108,7 @@ def _csv() -> BaseReader:
 
 
 def _markup(sections: Callable[[str], list[Section]]) -> Callable[[Path], list[Section]]:
-    return lambda path: sections(decode_markup(_read_bytes(path), path))
+    return lambda path: sections(decode_markup(read_bytes(path), path))
 
 
 #: Pages rendered for OCR at this resolution (Tesseract reads body text best at about 300 dpi)...
@@ -206,13 +214,6 @@ def _seam(text: str) -> int:
         if at >= 0:
             return at + len(separator)
     return len(text)
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UnreadableFile(path, f"cannot read: {exc.strerror or exc}") from exc
 
 
 def _last_attempt(exc: BaseException) -> BaseException:
