@@ -6,6 +6,7 @@ Core: imports nothing of dropvec's but the message contract.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -51,6 +52,10 @@ class FileRecord:
     chunks_reused: int = 0
     #: 0 until the producer has sent the version's last task.
     task_count: int = 0
+    #: The digest of the version's chunk ids (``config.ids.ids_digest``), once its last task is sent.
+    ids: str = ""
+    #: What the version replaces, once it is done.
+    replaces: tuple[Replaced, ...] = ()
     queued_at: float | None = None
     indexed_at: float | None = None
     updated_at: float | None = None
@@ -67,6 +72,8 @@ class FileRecord:
             generation=number("generation"), chunks_total=number("chunks_total"),
             chunks_done=number("chunks_done"), chunks_embedded=number("chunks_embedded"),
             chunks_reused=number("chunks_reused"), task_count=number("task_count"),
+            ids=fields.get("ids", ""),
+            replaces=tuple(Replaced(d, int(g)) for d, g in json.loads(fields.get("replaces") or "[]")),
             queued_at=when("queued_at"), indexed_at=when("indexed_at"), updated_at=when("updated_at"),
         )  # fmt: skip
 

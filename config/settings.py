@@ -190,6 +190,10 @@ class Settings(BaseSettings):
     ignore: tuple[str, ...] = Field(
         DEFAULT_IGNORE, description="Name patterns never ingested (fnmatch), on files and folders"
     )
+    check_interval: float = Field(
+        300, ge=0, description="Seconds between the cheap checks of the index that `up` and `watch` "
+        "run (files by name, the collection by its row count; `dropvec check` for the full one); 0: none",
+    )  # fmt: skip
 
     # Answers (`dropvec ask`, `dropvec serve`)
     llm_model: str = Field("", description="Chat model name; empty: no LLM, `ask` shows the passages only")

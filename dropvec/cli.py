@@ -180,6 +180,41 @@ def status(
 
 
 @command
+def check(
+    folder: Annotated[Path | None, typer.Argument(help="Folder to check (default: DROPVEC_INBOX)")] = None,
+    repair: Annotated[
+        bool, typer.Option(help="Make the index match the folder, with the least work")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> int:
+    """Compare the folder, the ledger and Milvus, file by file (exit 0: they agree; 1: they do not;
+    2: a service is down); --repair: make them agree, then check again."""
+    from dropvec.check import check as run_check
+
+    settings = _settings(quiet=as_json, inbox=folder)
+    stop = threading.Event()
+    try:
+        report = run_check(settings, settings.inbox)
+        if not (repair and as_json):
+            render.checked(report, as_json=as_json)
+        if repair:
+            from dropvec.repair import Repaired
+            from dropvec.repair import repair as run_repair
+            from dropvec.status import live_workers
+
+            done = Repaired(after=report)
+            if not report.clean:
+                with stopping_on_signals(stop), render.waiting(live_workers(settings)) as update:
+                    done = run_repair(settings, report, stop, folder=settings.inbox, on_progress=update)
+            render.repaired(done, as_json=as_json, told=report.clean)
+            report = done.after or report
+    except ServiceUnavailable as exc:
+        render.err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    return STOPPED if stop.is_set() else 0 if report.clean else 1
+
+
+@command
 def migrate() -> None:
     """Give a collection of an older dropvec the fields of hybrid search and filters (no embedding)."""
     from dropvec.workers.store import migrate as run
@@ -254,7 +289,16 @@ def _watch(settings: Settings, stop: threading.Event, ready: str) -> None:
         on_report=lambda report: render.outcomes(report, watching=True),
         on_error=lambda exc: render.err.print(f"[red]error:[/red] {one_line(exc)} (trying again shortly)"),
         on_ready=lambda: render.out.print(ready, highlight=False),
+        on_reindex=lambda report: _follow(settings, report.run_id, stop),
     )  # fmt: skip
+
+
+def _follow(settings: Settings, run_id: str, stop: threading.Event) -> None:
+    """A run followed to its end (or ``stop``) with the progress bar."""
+    from dropvec.status import follow_run, live_workers
+
+    with render.waiting(live_workers(settings)) as update:
+        follow_run(settings, run_id, timeout=None, stop=stop, on_progress=update)
 
 
 main = app

@@ -16,8 +16,10 @@ from dropvec.status import summary
 
 if TYPE_CHECKING:
     from dropvec.answer import Answer
+    from dropvec.check import Report
     from dropvec.ledger.state import RunProgress
     from dropvec.producer.enqueue import IngestReport
+    from dropvec.repair import Repaired
     from dropvec.search import Hit
     from dropvec.sync import Ingested
 
@@ -103,3 +105,36 @@ def status(info: dict[str, Any], as_json: bool = False) -> None:
     for record in info.get("file_states", []):
         detail = record["reason"] or f"{record['chunks']} chunks"
         out.print(f"{record['status']:9} {record['path']}: {detail}", highlight=False)
+
+
+def checked(report: Report, *, as_json: bool = False) -> None:
+    """A check's findings, one line each, then its counts."""
+    if as_json:
+        return print(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    for p in report.problems:
+        err.print(f"[yellow]{p.finding}[/yellow] {p.path or '(collection)'}: {p.detail}", highlight=False)
+    if report.clean:
+        out.print(f"in sync: {report.files} file(s) in the folder, {report.records} in the ledger, "
+                  f"{report.rows} chunk(s) stored", highlight=False)  # fmt: skip
+    else:
+        found = ", ".join(f"{n} {f}" for f, n in report.counts().items() if n)
+        out.print(f"not in sync: {found} (dropvec check --repair fixes them)", highlight=False)
+
+
+def repaired(done: Repaired, *, as_json: bool = False, told: bool = False) -> None:
+    """What a repair did, and the check after it (``told``: nothing to repair, and that was shown)."""
+    did = {"adopted": done.adopted, "requeued": done.requeued, "removed": done.removed,
+           "rows_deleted": done.rows_deleted, "chunks_embedded": done.embedded,
+           "chunks_reused": done.reused}  # fmt: skip
+    if as_json:
+        after = done.after.as_json() if done.after else None
+        return print(json.dumps({"repaired": did, "after": after}, indent=2, ensure_ascii=False))
+    if told:
+        return None
+    out.print(
+        f"repaired: {done.requeued} file(s) indexed again ({done.embedded} chunk(s) embedded, "
+        f"{done.reused} reused), {done.adopted} adopted, {done.removed} removed, "
+        f"{done.rows_deleted} orphan row(s) deleted", highlight=False,
+    )  # fmt: skip
+    if done.after is not None:
+        checked(done.after)

@@ -7,6 +7,7 @@ counters, the queue and Milvus.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -64,6 +65,7 @@ def collect_status(settings: Settings, *, files: bool = False) -> dict[str, Any]
         "chunks_per_second": state.rate(),
         "totals": running_totals(state),
         "latest_failures": state.latest_failures(10),
+        "check": state.last_check(),
     }
     if files:
         info["file_states"] = records
@@ -85,7 +87,20 @@ def summary(info: dict[str, Any]) -> list[tuple[str, str]]:
         ("", "chunks " + ", ".join(f"{n} {o}" for o, n in t["chunks"].items())),
         ("", f"embedding {t['embed_seconds']:.1f} s, writing {t['write_seconds']:.1f} s; "
              f"{t['task_retries']:.0f} task retries, {t['task_failures']:.0f} task failures"),
+        ("check", checked(info.get("check"))),
     ]  # fmt: skip
+
+
+def checked(check: dict[str, Any] | None) -> str:
+    """The last check of the index, in one line."""
+    if check is None:
+        return "never run (dropvec check)"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(check["at"]))
+    kind = "full" if check["full"] else "quick"
+    if check["clean"]:
+        return f"in sync at {when} ({kind})"
+    found = ", ".join(f"{n} {f}" for f, n in check["findings"].items() if n)
+    return f"{found} at {when} ({kind}): dropvec check --repair"
 
 
 def file_view(r: FileRecord) -> dict[str, Any]:

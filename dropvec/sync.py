@@ -2,7 +2,10 @@
 followed to the end) and ``keep_in_sync``, the service behind ``dropvec watch`` and ``dropvec up``.
 
 The folder is reconciled once the watch is in place (nothing that happens from then on is
-missed), then every settled change goes to the producer until ``stop``. A pass that fails (a
+missed), then every settled change goes to the producer until ``stop``. Before the first pass, a
+ledger that Redis lost is rebuilt from the collection and the folder, and the files of a
+collection that Milvus lost are ingested again (``repair.recover``); every ``check_interval`` the
+index is checked against the folder, cheaply, for ``status`` and the metrics. A pass that fails (a
 service down, or a fault of ours) is told to ``on_error`` and offered again shortly: the watch
 goes on. The pipeline's metrics are served meanwhile, if a port is set.
 """
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from dropvec.check import check
 from dropvec.config.errors import DropvecError
 from dropvec.config.records import Outcome
 from dropvec.config.settings import Settings
@@ -24,6 +28,7 @@ from dropvec.ledger.metrics import pipeline_registry, serve
 from dropvec.ledger.state import RunProgress, StateStore
 from dropvec.producer.enqueue import IngestReport, Producer
 from dropvec.producer.watch import watch_folder
+from dropvec.repair import recover
 from dropvec.status import Ended, follow_run, live_workers
 
 log = logging.getLogger(__name__)
@@ -93,9 +98,11 @@ def keep_in_sync(
     on_report: Callable[[IngestReport], None],
     on_error: Callable[[Exception], None],
     on_ready: Callable[[], None],
+    on_reindex: Callable[[IngestReport], None] | None = None,
 ) -> None:
     """Watch ``settings.inbox`` (made if missing) until ``stop``; ``on_ready`` once the first
-    reconciliation is done."""
+    reconciliation is done; ``on_reindex`` with the pass that ingests again the files of a
+    collection Milvus lost (it may follow the run)."""
     producer = Producer.from_settings(settings, stop)
     inbox = settings.inbox.absolute()
     inbox.mkdir(parents=True, exist_ok=True)
@@ -114,8 +121,41 @@ def keep_in_sync(
         return True
 
     def reconcile() -> bool:
+        try:
+            lost = recover(settings, producer)
+            if lost:
+                report = producer.ingest(lost, force=True)
+                on_report(report)
+                if on_reindex is not None:
+                    on_reindex(report)
+        except DropvecError as exc:
+            on_error(exc)  # (the pass below meets the same outage, and is offered again)
         reconciled = sync([inbox], [])
         on_ready()
         return reconciled
 
-    watch_folder(inbox, sync, stop, settings.settle_seconds, settings.ignore, on_ready=reconcile)
+    checking = threading.Thread(target=_check_every, args=(settings, stop), name="check", daemon=True)
+    checking.start()
+    try:
+        watch_folder(inbox, sync, stop, settings.settle_seconds, settings.ignore, on_ready=reconcile)
+    finally:
+        checking.join(timeout=5)
+
+
+def _check_every(settings: Settings, stop: threading.Event) -> None:
+    """The cheap check every ``check_interval`` seconds until ``stop``; its findings logged once
+    when they change (and kept for ``status`` and the metrics by ``check``)."""
+    if not settings.check_interval:
+        return
+    told: dict[str, int] | None = None
+    while not stop.wait(settings.check_interval):
+        try:
+            report = check(settings, settings.inbox, full=False)
+        except DropvecError as exc:
+            log.debug("no check: %s", exc)
+            continue
+        counts = {f: n for f, n in report.counts().items() if n}
+        if counts != told and counts:
+            found = ", ".join(f"{n} {f}" for f, n in counts.items())
+            log.warning("the index does not match the folder: %s (dropvec check --repair)", found)
+        told = counts

@@ -7,7 +7,7 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
@@ -16,13 +16,13 @@ from celery import Celery
 from more_itertools import chunked
 
 from dropvec.config.errors import InputFileError, ServiceUnavailable, SkippedFile, UnreadableFile
-from dropvec.config.ids import doc_id_for
-from dropvec.config.messages import EMBED_TASK, EmbedTask
+from dropvec.config.ids import doc_id_for, ids_digest
+from dropvec.config.messages import EMBED_TASK, Chunk, EmbedTask
 from dropvec.config.polling import poll
 from dropvec.config.records import UNCHANGED, FileRecord, FileStatus, Outcome, Replaced, retired
 from dropvec.config.settings import Settings
 from dropvec.ledger.state import StateStore
-from dropvec.producer.chunk import iter_chunks
+from dropvec.producer.chunk import Section, iter_chunks
 from dropvec.producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
 from dropvec.producer.formats import Ocr
 from dropvec.producer.pack import Pack, Packed
@@ -227,7 +227,7 @@ class Producer:
         base = base or self.base_of(path)
         doc_id = doc_id_for(str(path))
         chunks = tasks = generation = 0
-        sha = moved_from = ""
+        sha = moved_from = ids = ""
         replaces: list[Replaced] = []
         packed: Packed | None = None
         try:
@@ -246,17 +246,7 @@ class Producer:
             ):  # older versions may be stored: remove them once this one is in
                 replaces.insert(0, Replaced(doc_id, generation))
             batches = chunked(
-                iter_chunks(
-                    sections,
-                    doc_id=doc_id,
-                    file_metadata=file_metadata(path, before),
-                    tokens=self.window,
-                    chunk_size=self.settings.chunk_size,
-                    chunk_overlap=self.settings.chunk_overlap,
-                    embed_keys=self.settings.embed_metadata_keys,
-                    generation=generation,
-                ),
-                self.settings.chunks_per_task,
+                self._chunks(sections, path, doc_id, generation, before), self.settings.chunks_per_task
             )
             head = list(islice(batches, 2))  # (one batch only: a small file)
             if pack is not None and len(head) == 1 and pack.fits(len(head[0])):
@@ -284,6 +274,7 @@ class Producer:
                             task_index=tasks, chunks=batch,
                         )  # fmt: skip
                         send(EMBED_TASK, task.model_dump(mode="json"))
+                        ids = ids_digest((c.id for c in batch), ids)
                         chunks += len(batch)
                         tasks += 1
                 _unchanged_since(path, before, base)
@@ -304,12 +295,45 @@ class Producer:
         if packed is not None and pack is not None:  # (it is started and sent with its pack)
             pack.add(packed)
             chunks, tasks = len(packed.task.chunks), 1
-        elif self.state.file_enqueued(run_id, doc_id, generation=generation, chunks=chunks, tasks=tasks):
+        elif self.state.file_enqueued(
+            run_id, doc_id, generation=generation, chunks=chunks, tasks=tasks, ids=ids
+        ):
             # every task was done before the last one was sent: retire what this version replaces
             self._send_removals(str(path), replaces)
         log.info("queued %s: %d chunks in %d task(s)", path, chunks, tasks)
         moved = f"moved from {moved_from}" if moved_from else ""
         return FileOutcome(str(path), Outcome.QUEUED, reason=moved, chunks=chunks)
+
+    def _chunks(
+        self, sections: Iterable[Section], path: Path, doc_id: str, generation: int, before: Signature | None
+    ) -> Iterator[Chunk]:
+        """The chunks of version ``generation`` of the file at ``path`` (read as ``sections``)."""
+        return iter_chunks(
+            sections,
+            doc_id=doc_id,
+            file_metadata=file_metadata(path, before),
+            tokens=self.window,
+            chunk_size=self.settings.chunk_size,
+            chunk_overlap=self.settings.chunk_overlap,
+            embed_keys=self.settings.embed_metadata_keys,
+            generation=generation,
+        )
+
+    def version_of(self, path: Path, generation: int) -> StoredVersion:
+        """What the store holds of version ``generation`` of the file at ``path`` if that version
+        is this content, read and split as ``ingest`` would (nothing is sent): its chunk count
+        and the digest of its ids, to compare with the store's. InputFileError if it cannot be read."""
+        path = path.absolute()
+        base = self.base_of(path)
+        before = signature(path)
+        sha = self._hash(path, base)
+        doc_id, ids, count = doc_id_for(str(path)), "", 0
+        for batch in chunked(
+            self._chunks(read_sections(path, self.ocr), path, doc_id, generation, before), 1024
+        ):
+            ids, count = ids_digest((c.id for c in batch), ids), count + len(batch)
+        _unchanged_since(path, before, base)
+        return StoredVersion(sha, count, ids)
 
     def _ended_early(
         self,
@@ -406,6 +430,15 @@ def _is_utf8(path: Path) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """A file's content hash, and the count and id digest of its chunks at one version."""
+
+    sha256: str
+    chunks: int
+    ids: str
 
 
 class NoSuchFile(UnreadableFile):

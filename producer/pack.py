@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from dropvec.config.ids import ids_digest
 from dropvec.config.messages import (
     EMBED_FILES_TASK,
     EMBED_TASK,
@@ -102,7 +103,10 @@ class Pack:
                 send(EMBED_TASK, files[0].task.model_dump(mode="json"))
             else:
                 send(EMBED_FILES_TASK, FilesTask(parts=[f.task for f in files]).model_dump(mode="json"))
-        sent = [(f.task.doc_id, f.task.generation, len(f.task.chunks), 1) for f in files]
+        sent = [
+            (f.task.doc_id, f.task.generation, len(f.task.chunks), 1, ids_digest(c.id for c in f.task.chunks))
+            for f in files
+        ]
         for f, indexed in zip(files, self.state.files_enqueued(self.run_id, sent), strict=True):
             if indexed:  # every task was done before it was marked sent: retire what it replaces
                 self.retire(f.task.file_path, list(f.replaces))

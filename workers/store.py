@@ -253,15 +253,75 @@ def count_entities(settings: Settings) -> int:
 @milvus_errors
 def iter_embed_hashes(settings: Settings, batch: int = 10_000) -> Iterator[list[str]]:
     """Every stored chunk's embed hash, a batch at a time."""
+    for page in iter_rows(settings, [EMBED_HASH], batch):
+        yield [row[EMBED_HASH] for row in page if row.get(EMBED_HASH)]
+
+
+#: What the check reads of every row (``iter_rows``): which file version it is, and its vector's key.
+ROW_FIELDS = [ID, DOC_ID, GENERATION, FILE_PATH, EMBED_HASH]
+
+
+@milvus_errors
+def iter_rows(settings: Settings, fields: list[str], batch: int = 10_000) -> Iterator[list[dict[str, Any]]]:
+    """Every stored row's ``fields``, ``batch`` rows at a time, in id order (a row stored twice
+    under one id, comes once); nothing when the collection does not exist. Memory is one batch,
+    whatever the collection's size."""
     client = milvus_client(settings)
     try:
+        if not client.has_collection(settings.collection):
+            return
         ensure_loaded(client, settings.collection)
         rows = client.query_iterator(
-            settings.collection, filter="", output_fields=[EMBED_HASH], batch_size=batch
+            settings.collection, filter="", output_fields=fields, batch_size=batch,
+            consistency_level="Strong",
         )  # fmt: skip
         while page := rows.next():
-            yield [row[EMBED_HASH] for row in page if row.get(EMBED_HASH)]
+            yield page
         rows.close()
+    finally:
+        client.close()
+
+
+@milvus_errors
+def count_rows(settings: Settings, doc_id: str | None = None) -> int:
+    """Rows stored (of file ``doc_id``), a row stored twice under one id counted twice: against
+    the rows ``iter_rows`` returns, the duplicates. 0 when the collection does not exist."""
+    client = milvus_client(settings)
+    try:
+        if not client.has_collection(settings.collection):
+            return 0
+        ensure_loaded(client, settings.collection)
+        expr = f"{DOC_ID} == {json.dumps(doc_id)}" if doc_id is not None else ""
+        rows = client.query(
+            settings.collection, filter=expr, output_fields=["count(*)"], consistency_level="Strong"
+        )  # fmt: skip
+        return int(rows[0]["count(*)"])
+    finally:
+        client.close()
+
+
+@milvus_errors
+def delete_rows(settings: Settings, doc_id: str, generations: Sequence[int] | None = None) -> int:
+    """Delete the rows of file ``doc_id`` (of these ``generations`` only, if given); how many ids.
+    Every copy of a row stored twice goes with its id."""
+    client = milvus_client(settings)
+    expr = f"{DOC_ID} == {json.dumps(doc_id)}"
+    if generations is not None:
+        expr += f" and {GENERATION} in {json.dumps([int(g) for g in generations])}"
+    removed = 0
+    try:
+        if not client.has_collection(settings.collection):
+            return 0
+        while True:
+            rows = client.query(
+                settings.collection, filter=expr, output_fields=[ID], limit=QUERY_LIMIT,
+                consistency_level="Strong",
+            )  # fmt: skip
+            if rows:
+                client.delete(settings.collection, ids=[row[ID] for row in rows])
+            removed += len(rows)
+            if len(rows) < QUERY_LIMIT:
+                return removed
     finally:
         client.close()
 

@@ -52,3 +52,27 @@ class StoredHashes:
 
     def end_fill(self, collection: str) -> None:
         self.r.delete(f"{self.key(collection)}:filling")
+
+    def rebuild(self, collection: str) -> HashRebuild:
+        """A set built afresh from the rows (``check``): hashes added as the rows are read, and
+        ``commit`` puts it in the old one's place, so that hashes of removed rows are gone."""
+        return HashRebuild(self.r, self.key(collection))
+
+
+@redis_boundary
+class HashRebuild:
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self.r, self.key, self.building = client, key, f"{key}:rebuilding"
+        self.r.delete(self.building)
+
+    def add(self, embed_hashes: Iterable[str]) -> None:
+        members = {bytes.fromhex(h) for h in embed_hashes if h}
+        if members:
+            self.r.sadd(self.building, *members)
+
+    def commit(self) -> None:
+        """The new set replaces the old (an empty one: no set, which the workers fill again)."""
+        if self.r.exists(self.building):
+            self.r.rename(self.building, self.key)
+        else:
+            self.r.delete(self.key)

@@ -73,6 +73,18 @@ class PipelineCollector(Collector):
             yield CounterMetricFamily(f"dropvec_{name}", doc, value=now[name])
         depth = self.state.queue_depth()
         yield GaugeMetricFamily("dropvec_queue_depth", "Tasks waiting in the queue", value=depth)
+        check = self.state.last_check()
+        if check is not None:
+            findings = GaugeMetricFamily(
+                "dropvec_check_findings", "Files whose index disagrees with the folder, at the last check, "
+                "by finding (dropvec check)", labels=["finding"],
+            )  # fmt: skip
+            for finding, n in check["findings"].items():
+                findings.add_metric([finding], n)
+            yield findings
+            yield GaugeMetricFamily(
+                "dropvec_check_timestamp_seconds", "When the last check ran", value=check["at"]
+            )  # fmt: skip
 
 
 def pipeline_registry(settings: Settings) -> CollectorRegistry:

@@ -31,6 +31,8 @@ redis.call('HINCRBY', KEYS[4], 'embedded', ARGV[5])
 redis.call('HINCRBY', KEYS[4], 'reused', ARGV[6])
 redis.call('EXPIRE', KEYS[4], ARGV[8])
 redis.call('HINCRBY', KEYS[3], 'chunks_done', ARGV[4])
+redis.call('HINCRBY', KEYS[3], 'chunks_embedded', ARGV[5])
+redis.call('HINCRBY', KEYS[3], 'chunks_reused', ARGV[6])
 redis.call('HINCRBY', KEYS[2], 'chunks_done', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'chunks_embedded', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'chunks_reused', ARGV[6])
@@ -41,12 +43,19 @@ end
     + MAYBE_INDEXED
 )
 
-# KEYS: done set, file hash, run hash. ARGV: now, generation, tasks, chunks
+# KEYS: done set, file hash, run hash. ARGV: now, generation, tasks, chunks, digest of the chunk ids
 FILE_ENQUEUED = (
     """
 redis.call('HINCRBY', KEYS[3], 'chunks_total', ARGV[4])
 if redis.call('HGET', KEYS[2], 'generation') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[2], 'task_count', ARGV[3], 'chunks_total', ARGV[4])
+redis.call('HSET', KEYS[2], 'task_count', ARGV[3], 'chunks_total', ARGV[4], 'ids', ARGV[5])
 """
     + MAYBE_INDEXED
 )
+
+# KEYS: the generation counter. ARGV: a generation in use. The counter never hands it out again.
+RAISE_GENERATION = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+"""

@@ -4,13 +4,14 @@ Keys (all under ``config.settings.KEY_PREFIX``):
 
     {p}:file:{doc_id}          hash   path, status, reason, sha256, model, generation, chunks_total,
                                       chunks_done, chunks_embedded, chunks_reused, task_count (0 until
-                                      the last task is sent), run_id, replaces, queued_at,
+                                      the last task is sent), ids (the digest of the
+                                      version's chunk ids), run_id, replaces, queued_at,
                                       indexed_at, updated_at
     {p}:paths                  zset   the path of every file with a record (prefix queries)
     {p}:generation             int    the last file version handed out (one sequence for all files)
     {p}:done:{generation}      set    task indices already counted (makes redelivery idempotent)
-    {p}:run:{run_id}           hash   files, chunks_total, chunks_done, files_done, files_failed,
-                                      files_skipped
+    {p}:run:{run_id}           hash   files, chunks_total, chunks_done, chunks_embedded,
+                                      chunks_reused, files_done, files_failed, files_skipped
     {p}:run:{run_id}:problems  list   JSON {path, status, reason} per skipped or failed file
     {p}:failures               list   JSON {path, reason, at}: the latest failures, newest first
     {p}:rate:{minute}          hash   chunks embedded and reused in that minute
@@ -19,6 +20,8 @@ Keys (all under ``config.settings.KEY_PREFIX``):
                                       write_seconds, task_retries, task_failures (what ``dropvec
                                       status`` and the Prometheus endpoint show)
     {p}:worker:{node}          string a live worker's heartbeat (expires when it stops beating)
+    {p}:check                  string JSON: the last check of the index against the folder
+                                      (``dropvec.check``): when, and its counts by finding
 
 A file version (``generation``) is what the workers write: chunks carry it, and a task whose
 version is no longer the file's current one is dropped. Counting a finished task is one Lua
@@ -27,21 +30,24 @@ script, so a task that is delivered twice is counted once.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from dropvec.config.ids import doc_id_for
+from dropvec.config.messages import EMBED_FILES_TASK, EMBED_TASK, REMOVE_TASK
 from dropvec.config.records import LIVE, FileRecord, FileStatus, Replaced, TaskCount
 from dropvec.config.settings import KEY_PREFIX, QUEUE, Settings
 from dropvec.ledger import redis_boundary
 from dropvec.ledger.counters import Counters
 from dropvec.ledger.hashes import StoredHashes
-from dropvec.ledger.scripts import FILE_ENQUEUED, TASK_DONE
+from dropvec.ledger.scripts import FILE_ENQUEUED, RAISE_GENERATION, TASK_DONE
 
 #: What :meth:`StateStore.task_done` returns when the task made its file indexed.
 FILE_INDEXED = TaskCount.FILE_INDEXED
@@ -87,10 +93,45 @@ class RunProgress:
     files_failed: int
     files_skipped: int
     problems: list[dict[str, str]]
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
 
     @property
     def finished(self) -> bool:
         return self.files_done + self.files_failed + self.files_skipped >= self.files
+
+
+#: kombu's Redis transport keeps messages taken by a worker and not yet acknowledged in this hash.
+UNACKED = "unacked"
+
+
+@dataclass
+class TasksAlive:
+    """What the tasks in the queue (or held by workers) are for."""
+
+    #: (doc id, generation) of the file versions an embed task is for.
+    versions: set[tuple[str, int]] = field(default_factory=set)
+    #: doc id: the highest generation below which a removal task will remove its rows.
+    removals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, args: list[Any]) -> None:
+        body = args[0]
+        if name == EMBED_TASK:
+            self.versions.add((body["doc_id"], int(body["generation"])))
+        elif name == EMBED_FILES_TASK:
+            self.versions.update((p["doc_id"], int(p["generation"])) for p in body["parts"])
+        elif name == REMOVE_TASK:
+            doc, below = body["doc_id"], int(body["below_generation"])
+            self.removals[doc] = max(below, self.removals.get(doc, 0))
+
+
+def _task_of(message: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A kombu message's task name and arguments (Celery's protocol 2, JSON body)."""
+    body = message["body"]
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args, _kwargs, _embed = json.loads(body)
+    return str(message["headers"]["task"]), list(args)
 
 
 def _now() -> str:
@@ -108,6 +149,7 @@ class StateStore:
         self.counters = Counters(client)
         self._task_done = client.register_script(TASK_DONE)
         self._file_enqueued = client.register_script(FILE_ENQUEUED)
+        self._raise_generation = client.register_script(RAISE_GENERATION)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StateStore:
@@ -150,6 +192,34 @@ class StateStore:
     def next_generation(self) -> int:
         """A file version number never handed out before, to any file."""
         return int(self.r.incr(f"{KEY_PREFIX}:generation"))  # type: ignore[arg-type]
+
+    def has_ledger(self) -> bool:
+        """Whether this Redis holds dropvec's state (a file version was ever handed out): False
+        for a new or flushed Redis."""
+        return bool(self.r.exists(f"{KEY_PREFIX}:generation"))
+
+    def raise_generation(self, in_use: int) -> None:
+        """Generation ``in_use`` is stored (a ledger rebuilt from the store): never hand it out again."""
+        self._raise_generation(keys=[f"{KEY_PREFIX}:generation"], args=[in_use])
+
+    def adopt(
+        self, doc_id: str, *, path: str, sha256: str, model: str, generation: int, chunks: int, ids: str
+    ) -> None:
+        """Record a file version found whole in the store (a ledger rebuilt): indexed, nothing
+        to send. With ``sha256`` "" the file counts as changed, and its next pass replaces it."""
+        now = _now()
+        fields: dict[str, str | int] = {
+            "path": path, "status": str(FileStatus.INDEXED), "reason": "", "sha256": sha256, "model": model,
+            "generation": generation, "chunks_total": chunks, "chunks_done": chunks, "chunks_embedded": 0,
+            "chunks_reused": 0, "task_count": 1, "ids": ids, "run_id": "", "replaces": "[]",
+            "queued_at": now, "indexed_at": now, "updated_at": now,
+        }  # fmt: skip
+        pipe = self.r.pipeline()
+        pipe.delete(self.file_key(doc_id))
+        pipe.hset(self.file_key(doc_id), mapping={k: str(v) for k, v in fields.items()})
+        pipe.zadd(self.PATHS, {path: 0})
+        pipe.execute()
+        self.raise_generation(generation)
 
     def is_current(self, doc_id: str, generation: int) -> bool:
         """Whether ``generation`` is the file's version to keep in the store."""
@@ -235,17 +305,20 @@ class StateStore:
         pipe.hincrby(self.run_key(run_id), "files", len(starts))
         pipe.execute()
 
-    def file_enqueued(self, run_id: str, doc_id: str, *, generation: int, chunks: int, tasks: int) -> bool:
-        """Every task of the version is sent. True if that made the file indexed (all were done)."""
-        return self.files_enqueued(run_id, [(doc_id, generation, chunks, tasks)])[0]
+    def file_enqueued(
+        self, run_id: str, doc_id: str, *, generation: int, chunks: int, tasks: int, ids: str = ""
+    ) -> bool:
+        """Every task of the version is sent (``ids``: the digest of its chunk ids). True if that
+        made the file indexed (all were done)."""
+        return self.files_enqueued(run_id, [(doc_id, generation, chunks, tasks, ids)])[0]
 
-    def files_enqueued(self, run_id: str, sent: Sequence[tuple[str, int, int, int]]) -> list[bool]:
-        """``file_enqueued`` for several files (doc id, generation, chunks, tasks), in one round
-        trip; for each, whether it is now indexed."""
+    def files_enqueued(self, run_id: str, sent: Sequence[tuple[str, int, int, int, str]]) -> list[bool]:
+        """``file_enqueued`` for several files (doc id, generation, chunks, tasks, ids digest), in
+        one round trip; for each, whether it is now indexed."""
         pipe = self.r.pipeline()
-        for doc_id, generation, chunks, tasks in sent:
+        for doc_id, generation, chunks, tasks, ids in sent:
             keys = self._file_keys(run_id, doc_id, generation)
-            self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks], client=pipe)
+            self._file_enqueued(keys=keys, args=[_now(), generation, tasks, chunks, ids], client=pipe)
         indexed = [int(r) == 2 for r in pipe.execute()]
         if any(indexed):
             self.counters.count({"files:indexed": sum(indexed)})
@@ -377,6 +450,8 @@ class StateStore:
             files_failed=g("files_failed"),
             files_skipped=g("files_skipped"),
             problems=problems,
+            chunks_embedded=g("chunks_embedded"),
+            chunks_reused=g("chunks_reused"),
         )
 
     # the queue (its depth, for back-pressure and status; the queue itself is Celery's)
@@ -385,6 +460,31 @@ class StateStore:
 
     def ping(self) -> bool:
         return bool(self.r.ping())
+
+    def tasks_alive(self) -> TasksAlive:
+        """The file versions and removals that a task waiting in the queue, or taken by a worker
+        and not yet acknowledged, is for: work that is on its way (the check's "stuck" is a file
+        version with none). Scans the queue, so it costs a read of every message in it (at most
+        ``max_queue_depth``, and those workers hold)."""
+        alive = TasksAlive()
+        raw = [str(m) for m in self.r.lrange(QUEUE, 0, -1)]  # type: ignore[union-attr]
+        for held in self.r.hvals(UNACKED):  # type: ignore[union-attr]
+            with suppress(ValueError, TypeError, IndexError):
+                raw.append(json.dumps(json.loads(held)[0]))
+        for message in raw:
+            with suppress(ValueError, TypeError, KeyError, IndexError, AttributeError):
+                alive.add(*_task_of(json.loads(message)))
+        return alive
+
+    # the last check
+    CHECK = f"{KEY_PREFIX}:check"
+
+    def save_check(self, summary: dict[str, Any]) -> None:
+        self.r.set(self.CHECK, json.dumps(summary))
+
+    def last_check(self) -> dict[str, Any] | None:
+        raw = self.r.get(self.CHECK)
+        return json.loads(raw) if raw else None  # type: ignore[arg-type]
 
     # workers
     def worker_beat(self, node: str, ttl: int) -> None:

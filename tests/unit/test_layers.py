@@ -24,7 +24,8 @@ SOURCES = {"dropvec": "dropvec", "dropvec.config": "config", "dropvec.producer":
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("dropvec.__main__", "dropvec.cli", "dropvec.render", "dropvec.api", "dropvec.stack",
                       "dropvec.logs", "dropvec.workers.tasks")),
-    ("services", ("dropvec.sync", "dropvec.status", "dropvec.search", "dropvec.answer", "dropvec.uploads",
+    ("services", ("dropvec.sync", "dropvec.check", "dropvec.repair", "dropvec.status", "dropvec.search",
+                  "dropvec.answer", "dropvec.uploads",
                   "dropvec.producer.enqueue", "dropvec.producer.pack", "dropvec.workers.runtime")),
     ("adapters", ("dropvec.ledger", "dropvec.workers.app", "dropvec.workers.store", "dropvec.workers.embed",
                   "dropvec.workers.rerank", "dropvec.workers.ov_backend", "dropvec.workers.loop",

@@ -1,0 +1,321 @@
+"""Does the index match the folder? The folder, the ledger and the collection compared file by
+file (``check``; ``dropvec.repair`` brings them in line).
+
+What ``check`` finds (``Finding``), per file:
+
+    missing    chunks of the file's current version that the collection lacks
+    extra      rows of the current version that are not its chunks (other ids, an id stored twice)
+    orphans    rows of no current file version: older versions, files skipped or failed, doc ids
+               the ledger does not know
+    stuck      a version queued or indexing that no task in the queue (or held by a worker) is for
+    gone       a ledger entry for a file no longer on disk
+    unindexed  a file in the folder without a ledger entry
+    changed    a file whose content (or model) is not the one indexed (hashed: ``full`` only)
+
+Work on its way is not a finding: rows of a version being replaced, or that a removal task in the
+queue will remove, nor a file whose tasks are queued. The collection is streamed, and what is kept
+of it is a count and a digest of the ids per file version, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from dropvec.config.ids import doc_id_for, ids_digest
+from dropvec.config.records import LIVE, FileRecord, FileStatus
+from dropvec.config.settings import Settings
+from dropvec.ledger.state import StateStore, TasksAlive
+from dropvec.producer.files import expand, file_sha256
+from dropvec.workers.store import (
+    DOC_ID,
+    EMBED_HASH,
+    FILE_PATH,
+    GENERATION,
+    ID,
+    ROW_FIELDS,
+    count_rows,
+    iter_rows,
+)
+
+log = logging.getLogger(__name__)
+
+#: A version queued or indexing with no task alive counts as stuck once untouched this long (a
+#: producer between recording a file and sending its first task, a task between queue and worker).
+STUCK_SECONDS = 30.0
+
+
+class Finding(str, Enum):
+    MISSING = "missing"
+    EXTRA = "extra"
+    ORPHANS = "orphans"
+    STUCK = "stuck"
+    GONE = "gone"
+    UNINDEXED = "unindexed"
+    CHANGED = "changed"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about one file (``path``; "" for the collection as a whole)."""
+
+    finding: Finding
+    path: str
+    detail: str
+    doc_id: str = ""
+    #: For orphans: the versions whose rows are to go (empty: every row of ``doc_id``).
+    generations: tuple[int, ...] = ()
+    rows: int = 0
+
+
+@dataclass
+class StoredDoc:
+    """What the collection holds of one doc id: rows and id digest per generation."""
+
+    path: str = ""
+    rows: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    sums: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    def digest(self, generation: int) -> str:
+        return f"{self.sums.get(generation, 0) % 2**128:032x}"
+
+
+@dataclass
+class Report:
+    """A check's findings, and what it compared."""
+
+    problems: list[Problem]
+    files: int = 0
+    records: int = 0
+    rows: int = 0
+    full: bool = True
+    at: float = field(default_factory=time.time)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        return {str(f): sum(1 for p in self.problems if p.finding == f) for f in Finding}
+
+    def summary(self) -> dict[str, Any]:
+        """What is kept of the check in the ledger (``status``, the metrics)."""
+        return {
+            "at": self.at,
+            "full": self.full,
+            "clean": self.clean,
+            "findings": self.counts(),
+            "files": self.files,
+            "records": self.records,
+            "rows": self.rows,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "problems": [{**asdict(p), "finding": str(p.finding)} for p in self.problems],
+        }
+
+
+def read_store(
+    settings: Settings, on_page: Callable[[list[dict[str, Any]]], None] | None = None
+) -> dict[str, StoredDoc]:
+    """The collection, streamed: per doc id, its rows and id digest by generation."""
+    docs: dict[str, StoredDoc] = defaultdict(StoredDoc)
+    for page in iter_rows(settings, ROW_FIELDS):
+        for row in page:
+            doc, generation = docs[str(row[DOC_ID])], int(row.get(GENERATION) or 0)
+            doc.path = doc.path or str(row.get(FILE_PATH) or "")
+            doc.rows[generation] += 1
+            doc.sums[generation] += int(ids_digest([str(row[ID])]), 16)
+        if on_page is not None:
+            on_page(page)
+    return dict(docs)
+
+
+def check(
+    settings: Settings, folder: Path | None = None, *, full: bool = True, rebuild_hashes: bool = False
+) -> Report:
+    """Compare ``folder`` (default: the inbox), the ledger and the collection. ``full``: read every
+    row and hash every file (else: files by name only, and the collection by its row count, when
+    no work is on its way); ``rebuild_hashes``: the set of stored embed hashes made afresh from
+    the rows read. Raises ServiceUnavailable if Redis or Milvus is down."""
+    state = StateStore.from_settings(settings)
+    state.ping()
+    folder = (folder or settings.inbox).absolute()
+    records = {r.path: r for r in state.records()}
+    on_disk = [p for p in expand([folder], settings.ignore) if _is_text(p)] if folder.is_dir() else []
+    problems = [
+        Problem(Finding.UNINDEXED, str(p), "in the folder, not in the ledger")
+        for p in on_disk
+        if str(p) not in records
+    ]
+    alive = state.tasks_alive()
+    for path, r in records.items():
+        if not os.path.lexists(path):
+            problems.append(Problem(Finding.GONE, path, "no longer on disk", doc_id_for(path)))
+        elif _stuck(r, alive):
+            problems.append(Problem(Finding.STUCK, path, f"{r.status} with no task alive", doc_id_for(path)))
+        elif full and r.status == FileStatus.INDEXED and os.path.isfile(path) and not os.path.islink(path):
+            if r.model != settings.model_key:
+                problems.append(Problem(Finding.CHANGED, path, f"indexed with {r.model}", doc_id_for(path)))
+            elif _sha(Path(path)) != r.sha256:
+                problems.append(
+                    Problem(Finding.CHANGED, path, "changed since it was indexed", doc_id_for(path))
+                )
+    problems = _confirm_stuck(state, problems)
+    report = Report(problems, files=len(on_disk), records=len(records), full=full)
+    if full:
+        hashes = state.hashes.rebuild(settings.collection) if rebuild_hashes else None
+        docs = read_store(
+            settings, (lambda page: hashes.add(r[EMBED_HASH] for r in page)) if hashes else None
+        )
+        if hashes is not None:
+            hashes.commit()
+        report.rows = sum(sum(d.rows.values()) for d in docs.values())
+        twice = count_rows(settings) - report.rows
+        problems += _compare(records, docs, alive, settings if twice > 0 else None)
+    else:
+        report.rows = count_rows(settings)
+        problems += _count_mismatch(records, alive, report.rows)
+    state.save_check(report.summary())
+    return report
+
+
+def _is_text(path: Path) -> bool:
+    """A name the ledger can hold (a name not valid UTF-8 is skipped without a record)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _sha(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return ""
+
+
+def _stuck(r: FileRecord, alive: TasksAlive) -> bool:
+    touched = r.updated_at or r.queued_at or 0
+    return (
+        r.status in (FileStatus.QUEUED, FileStatus.INDEXING)
+        and (doc_id_for(r.path), r.generation) not in alive.versions
+        and time.time() - touched > STUCK_SECONDS
+    )
+
+
+def _confirm_stuck(state: StateStore, problems: list[Problem]) -> list[Problem]:
+    """Stuck files looked at again (a task may have ended between reading the ledger and the queue)."""
+    stuck = [p for p in problems if p.finding == Finding.STUCK]
+    if not stuck:
+        return problems
+    alive = state.tasks_alive()
+    still = {p.path for p in stuck if (r := state.record(p.doc_id)) is not None and _stuck(r, alive)}
+    return [p for p in problems if p.finding != Finding.STUCK or p.path in still]
+
+
+def _compare(
+    records: dict[str, FileRecord], docs: dict[str, StoredDoc], alive: TasksAlive, recount: Settings | None
+) -> list[Problem]:
+    """Each file version against its rows; ``recount``: some ids are stored twice, count each
+    file's rows again to find whose."""
+    problems: list[Problem] = []
+    known = {doc_id_for(path): r for path, r in records.items()}
+    replaced = {  # (what a version on its way replaces, once it is done)
+        x.doc_id: x.below_generation
+        for r in records.values()
+        if r.status in (FileStatus.QUEUED, FileStatus.INDEXING)
+        for x in r.replaces
+    }
+    for doc_id, r in known.items():
+        stored = docs.get(doc_id, StoredDoc())
+        pending = max(alive.removals.get(doc_id, 0), replaced.get(doc_id, 0))
+        keep = {r.generation} if r.status in LIVE else set()
+        if r.status == FileStatus.INDEXED and os.path.lexists(r.path):
+            have = stored.rows.get(r.generation, 0)
+            twice = count_rows(recount, doc_id) - sum(stored.rows.values()) if recount and have else 0
+            if have < r.chunks_total:
+                problems.append(
+                    Problem(
+                        Finding.MISSING,
+                        r.path,
+                        f"{r.chunks_total - have} of its {r.chunks_total} chunks are not stored",
+                        doc_id,
+                        rows=r.chunks_total - have,
+                    )
+                )
+            elif have > r.chunks_total or twice > 0 or (r.ids and stored.digest(r.generation) != r.ids):
+                extra = max(have - r.chunks_total, twice)
+                problems.append(
+                    Problem(
+                        Finding.EXTRA,
+                        r.path,
+                        f"{extra or 'some'} of its rows are not its chunks, or are stored twice",
+                        doc_id,
+                        rows=extra,
+                    )
+                )
+        if r.status in (FileStatus.QUEUED, FileStatus.INDEXING):
+            keep |= {g for g in stored.rows if g < r.generation}  # (replaced once it is done)
+        orphans = tuple(sorted(g for g in stored.rows if g not in keep and g >= pending))
+        if orphans:
+            rows = sum(stored.rows[g] for g in orphans)
+            problems.append(
+                Problem(
+                    Finding.ORPHANS,
+                    r.path,
+                    f"{rows} row(s) of no current version of it",
+                    doc_id,
+                    orphans,
+                    rows,
+                )
+            )
+    for doc_id, stored in docs.items():
+        if doc_id not in known and doc_id not in alive.removals and doc_id not in replaced:
+            rows = sum(stored.rows.values())
+            problems.append(
+                Problem(
+                    Finding.ORPHANS,
+                    stored.path,
+                    f"{rows} row(s) of a file the ledger does not know",
+                    doc_id,
+                    rows=rows,
+                )
+            )
+    return problems
+
+
+def _count_mismatch(records: dict[str, FileRecord], alive: TasksAlive, rows: int) -> list[Problem]:
+    """The cheap check of the collection: its row count against the ledger's, once no work is on
+    its way (rows come and go while it is)."""
+    if (
+        alive.versions
+        or alive.removals
+        or any(r.status in (FileStatus.QUEUED, FileStatus.INDEXING) for r in records.values())
+    ):
+        return []
+    listed = sum(r.chunks_total for r in records.values() if r.status == FileStatus.INDEXED)
+    if rows == listed:
+        return []
+    finding = Finding.MISSING if rows < listed else Finding.EXTRA
+    return [
+        Problem(
+            finding,
+            "",
+            f"the collection holds {rows} rows, the ledger lists {listed}: run `dropvec check`",
+            rows=abs(rows - listed),
+        )
+    ]
