@@ -52,6 +52,10 @@ milvus_errors = mapping(MILVUS_ERRORS, MilvusUnavailable, "Milvus")
 # write. Off; chunks are far below the fields' max_length (MAX_CHUNK_CHARS).
 if hasattr(entity_helper, "CHECK_STR_ARRAY"):
     entity_helper.CHECK_STR_ARRAY = False
+# Milvus Lite answers a query iterator's first call without the snapshot time it asks for; the
+# iterator takes the client's time instead (as good for a read that needs no snapshot), and says
+# so at every call.
+logging.getLogger("pymilvus.orm.iterator").addFilter(lambda record: "mvccTs" not in record.getMessage())
 
 
 def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> MilvusVectorStore:
