@@ -24,7 +24,7 @@ QUEUE = "dropvec"
 MAX_AUTO_WORKERS = 4
 #: Prefix of every Redis key dropvec owns (besides Celery's own queue keys).
 KEY_PREFIX = "dropvec"
-#: How often Milvus clients ping an idle channel (see ``Settings.milvus_connection``).
+#: How often Milvus clients ping a channel while a call is in flight (see ``Settings.milvus_connection``).
 GRPC_KEEPALIVE_MS = 360_000
 #: Temporary, lock and partial files that editors, office suites and downloaders leave; dot-files.
 DEFAULT_IGNORE = ("~$*", ".~lock.*#", "*.part", "*.tmp", "*.crdownload", "*.swp", "*~", ".*")
@@ -319,10 +319,16 @@ class Settings(BaseSettings):
         options: dict[str, Any] = {
             "uri": self.milvus_uri,
             "token": self.milvus_token.get_secret_value(),
-            # pymilvus pings an idle channel every 10 s; gRPC servers left at their defaults (Milvus
-            # Lite's) answer a third such ping within 5 minutes with GOAWAY "too many pings", and
-            # the client's calls fail until it reconnects. Once in 6 minutes is within every policy.
-            "grpc_options": {"grpc.keepalive_time_ms": GRPC_KEEPALIVE_MS},
+            # pymilvus pings every 10 s, with or without calls in flight. A gRPC server left at its
+            # defaults (Milvus Lite's) counts a ping on a connection without calls as a strike
+            # unless 2 hours passed since the previous one, and answers the third strike with
+            # GOAWAY ENHANCE_YOUR_CALM "too_many_pings": after 12-18 idle minutes even at a
+            # 6-minute keepalive. So no pings without calls, and during a call at most one in
+            # 6 minutes (above those servers' 5-minute minimum while calls run).
+            "grpc_options": {
+                "grpc.keepalive_time_ms": GRPC_KEEPALIVE_MS,
+                "grpc.keepalive_permit_without_calls": False,
+            },
         }
         if self.milvus_tls_ca_file is not None:
             options["server_pem_path"] = str(self.milvus_tls_ca_file)

@@ -8,9 +8,13 @@ What ``check`` finds (``Finding``), per file:
     orphans    rows of no current file version: older versions, files skipped or failed, doc ids
                the ledger does not know
     stuck      a version queued or indexing that no task in the queue (or held by a worker) is for
-    gone       a ledger entry for a file no longer on disk
+    gone       a ledger entry for a file of the folder that is no longer on disk
     unindexed  a file in the folder without a ledger entry
-    changed    a file whose content (or model) is not the one indexed (hashed: ``full`` only)
+    changed    a file of the folder whose content (or model) is not the one indexed (hashed:
+               ``full`` only)
+
+Files of the ledger outside the folder (another folder, another host's) are compared with the
+collection, not with a disk that may not be theirs.
 
 Work on its way is not a finding: rows of a version being replaced, or that a removal task in the
 queue will remove, nor a file whose tasks are queued. The collection is streamed, and what is kept
@@ -161,12 +165,13 @@ def check(
         if str(p) not in records
     ]
     alive = state.tasks_alive()
+    gone = {path for path in records if _under(path, folder) and not os.path.lexists(path)}
     for path, r in records.items():
-        if not os.path.lexists(path):
+        if path in gone:
             problems.append(Problem(Finding.GONE, path, "no longer on disk", doc_id_for(path)))
         elif _stuck(r, alive):
             problems.append(Problem(Finding.STUCK, path, f"{r.status} with no task alive", doc_id_for(path)))
-        elif full and r.status == FileStatus.INDEXED and os.path.isfile(path) and not os.path.islink(path):
+        elif full and r.status == FileStatus.INDEXED and _under(path, folder) and _is_file(path):
             if r.model != settings.model_key:
                 problems.append(Problem(Finding.CHANGED, path, f"indexed with {r.model}", doc_id_for(path)))
             elif _sha(Path(path)) != r.sha256:
@@ -184,12 +189,20 @@ def check(
             hashes.commit()
         report.rows = sum(sum(d.rows.values()) for d in docs.values())
         twice = count_rows(settings) - report.rows
-        problems += _compare(records, docs, alive, settings if twice > 0 else None)
+        problems += _compare(records, docs, alive, gone, settings if twice > 0 else None)
     else:
         report.rows = count_rows(settings)
         problems += _count_mismatch(records, alive, report.rows)
     state.save_check(report.summary())
     return report
+
+
+def _under(path: str, folder: Path) -> bool:
+    return path == str(folder) or path.startswith(f"{folder}/")
+
+
+def _is_file(path: str) -> bool:
+    return os.path.isfile(path) and not os.path.islink(path)
 
 
 def _is_text(path: Path) -> bool:
@@ -228,10 +241,15 @@ def _confirm_stuck(state: StateStore, problems: list[Problem]) -> list[Problem]:
 
 
 def _compare(
-    records: dict[str, FileRecord], docs: dict[str, StoredDoc], alive: TasksAlive, recount: Settings | None
+    records: dict[str, FileRecord],
+    docs: dict[str, StoredDoc],
+    alive: TasksAlive,
+    gone: set[str],
+    recount: Settings | None,
 ) -> list[Problem]:
-    """Each file version against its rows; ``recount``: some ids are stored twice, count each
-    file's rows again to find whose."""
+    """Each file version against its rows (files ``gone`` are found already); ``recount``: some
+    ids are stored twice, count each file's rows again to find whose. Files outside the folder
+    are compared too: the ledger and the collection may hold files of other folders and hosts."""
     problems: list[Problem] = []
     known = {doc_id_for(path): r for path, r in records.items()}
     replaced = {  # (what a version on its way replaces, once it is done)
@@ -244,7 +262,7 @@ def _compare(
         stored = docs.get(doc_id, StoredDoc())
         pending = max(alive.removals.get(doc_id, 0), replaced.get(doc_id, 0))
         keep = {r.generation} if r.status in LIVE else set()
-        if r.status == FileStatus.INDEXED and os.path.lexists(r.path):
+        if r.status == FileStatus.INDEXED and r.path not in gone:
             have = stored.rows.get(r.generation, 0)
             twice = count_rows(recount, doc_id) - sum(stored.rows.values()) if recount and have else 0
             if have < r.chunks_total:

@@ -72,8 +72,11 @@ def repair(
     }
     adopted, changed = adopt(settings, producer, read_store(settings), only=lost) if lost else ([], [])
     done.adopted = len(adopted)
+    # (a file of the ledger that is not on this disk may be another host's: left to its producer)
     again = sorted(
-        {p.path for p in report.problems if p.finding in REINGEST and p.path} - set(adopted) | set(changed)
+        {p.path for p in report.problems if p.finding in REINGEST and p.path and os.path.lexists(p.path)}
+        - set(adopted)
+        | set(changed)
     )
     gone = sorted({p.path for p in report.problems if p.finding == Finding.GONE})
     if again or gone:
