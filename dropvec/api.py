@@ -10,6 +10,9 @@ a content security policy without inline script, and no-sniff.
 ``POST /ask`` streams newline-delimited JSON: first ``{"sources": [...]}``, then one
 ``{"text": "..."}`` per piece of the answer, then ``{"done": true}`` (or ``{"error": "..."}`` if the
 LLM fails part-way; with no LLM configured, ``{"notice": "..."}`` after the sources).
+
+Every refusal and failure is ``{"detail": "..."}``, and ``/openapi.json`` names each status a
+route answers (``dropvec.api_schema``).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at run
@@ -18,27 +21,46 @@ import asyncio
 import json
 import secrets
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import date
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Request, Response, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from dropvec.answer import ask, load_llm
+from dropvec.api_schema import (
+    ASK_LINE,
+    BAD_PATH,
+    EVENT,
+    UPLOAD_FILES,
+    AskRequest,
+    Deleted,
+    EventStreamResponse,
+    FilesResponse,
+    FileState,
+    HitOut,
+    NDJSONResponse,
+    Retried,
+    SearchRequest,
+    SearchResponse,
+    Uploaded,
+    errors,
+    streamed,
+)
 from dropvec.config.errors import DropvecError, LLMUnavailable
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import pipeline_registry
-from dropvec.search import Query, search
+from dropvec.search import search
 from dropvec.uploads import BadPath, TooLarge, inbox_path, save_upload
 
-MAX_QUESTION_CHARS = 4000
 #: The page's HTML, script and style, served by dropvec itself (nothing from the network).
 WEB = Path(__file__).resolve().parent / "web"
 #: Headers of every response: scripts and styles from this origin only, no framing, no sniffing.
@@ -50,91 +72,10 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-#: One upload request holds at most this many files' worth of bytes (each file: DROPVEC_MAX_FILE_BYTES).
-UPLOAD_FILES = 10
+#: The methods a 405's Allow may name.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 #: Seconds between two looks at the ledger for the event stream.
 EVENT_POLL_SECONDS = 1.0
-
-
-class Retrieval(BaseModel):
-    """How to retrieve: how many chunks, which way, and which files they may come from."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    k: int | None = Field(None, ge=1, le=100, description="How many chunks (default: DROPVEC_TOP_K)")
-    mode: Literal["hybrid", "dense", "sparse"] | None = Field(
-        None, description="Default: DROPVEC_SEARCH_MODE"
-    )
-    path: str = Field("", max_length=4096, description="Only files whose path matches this glob, or under it")
-    types: list[Annotated[str, Field(max_length=32)]] = Field(
-        [], max_length=32, description="Only files of these types (pdf, md...)"
-    )
-    since: date | None = Field(None, description="Only files modified on or after this day")
-    until: date | None = Field(None, description="Only files modified on or before this day")
-
-    def query(self, settings: Settings, context: int = 0) -> Query:
-        return Query.of(
-            settings, self.k, self.mode, path=self.path, types=self.types, since=self.since,
-            until=self.until, context=context,
-        )  # fmt: skip
-
-
-class SearchRequest(Retrieval):
-    query_text: str = Field(
-        alias="query", min_length=1, max_length=MAX_QUESTION_CHARS, description="What to look for"
-    )
-    context: int = Field(0, ge=0, le=10, description="Neighbouring chunks to return each side of a hit")
-
-
-class AskRequest(Retrieval):
-    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-
-
-class HitOut(BaseModel):
-    score: float
-    file: str
-    chunk: int
-    text: str
-    page: str = ""
-    section: str = ""
-    title: str = ""
-    location: dict[str, str | int] = {}
-    context: str = ""
-
-
-class SearchResponse(BaseModel):
-    hits: list[HitOut]
-
-
-class FileState(BaseModel):
-    """A file's state, as ``status --json --files`` gives it, with its path in the inbox."""
-
-    path: str
-    relative: str = Field(description="The path relative to the inbox ('' when outside it)")
-    status: str
-    reason: str = ""
-    chunks: int = 0
-    chunks_embedded: int = 0
-    chunks_reused: int = 0
-    queued_at: float | None = None
-    indexed_at: float | None = None
-    updated_at: float | None = None
-
-
-class FilesResponse(BaseModel):
-    files: list[FileState]
-
-
-class Uploaded(BaseModel):
-    files: list[str] = Field(description="The paths written, relative to the inbox")
-
-
-class Deleted(BaseModel):
-    deleted: str
-
-
-class Retried(BaseModel):
-    retried: int = Field(description="Failed files queued again")
 
 
 def create_api(settings: Settings, embedder: Any = None, *, watched: bool = False) -> FastAPI:
@@ -167,10 +108,28 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
                 headers={"WWW-Authenticate": "Bearer"},
             )  # fmt: skip
 
+    #: Every route but ``/health`` and the page's: the token, when one is set.
+    guarded = APIRouter(dependencies=[Depends(authorized)], responses=errors(401))
+
     @api.exception_handler(DropvecError)
     async def dropvec_error(request: Request, exc: DropvecError) -> JSONResponse:
         status = 502 if isinstance(exc, LLMUnavailable) else 503
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    def allowed(path: str) -> list[str]:
+        """The methods some route takes at ``path`` (the static files' say theirs themselves)."""
+        probe = {"type": "http", "path": path, "root_path": "", "path_params": {}}
+        routes = [r for r in api.routes if not isinstance(r, Mount)]
+        return [m for m in METHODS if any(r.matches({**probe, "method": m})[0] is Match.FULL for r in routes)]
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405 and "Allow" in (exc.headers or {}):
+            # (Starlette's Allow names the methods of the first route on the path, not all of them)
+            exc = StarletteHTTPException(
+                405, exc.detail, {"Allow": ", ".join(allowed(request.scope["path"]))}
+            )
+        return await http_exception_handler(request, exc)
 
     @api.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:
@@ -217,48 +176,51 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
         if not watched:
             ingest_later(paths)
 
-    def refused(exc: Exception) -> HTTPException:
-        return HTTPException(413 if isinstance(exc, TooLarge) else 400, str(exc))
+    @contextmanager
+    def refusing() -> Iterator[None]:
+        """A path or an upload that may not be used as its 4xx."""
+        try:
+            yield
+        except BadPath as exc:
+            raise HTTPException(400, str(exc)) from None
+        except TooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
 
-    @api.get("/files", dependencies=[Depends(authorized)])
+    @guarded.get("/files", responses=errors(503))
     def list_files() -> FilesResponse:
         """Every file's state (the records of `status --json --files`), each with its path."""
         return FilesResponse(files=_file_states(settings))
 
-    @api.post("/files", status_code=201, dependencies=[Depends(authorized)])
+    @guarded.post("/files", status_code=201, responses=errors(400, 411, 413, 503, why={400: BAD_PATH}))
     def upload(
-        file: Annotated[list[UploadFile], File(description="One or more files")],
+        file: Annotated[list[UploadFile], File(min_length=1, description="One or more files")],
         folder: Annotated[str, Form(max_length=1024, description="A subfolder of the inbox")] = "",
     ) -> Uploaded:
         """Files into the inbox (in ``folder``, made if need be), each written whole under a
         temporary name and renamed. A name may hold subfolders (``a/b.txt``, from a folder drop)."""
-        try:
+        with refusing():
             if folder:
                 inbox_path(settings, folder, folder=True)
             names = [f.filename or "" for f in file]
             for name in names:  # (all checked before any is written)
                 inbox_path(settings, "/".join(p for p in (folder.strip("/"), name) if p))
             written = [save_upload(settings, folder, n, f.file) for n, f in zip(names, file, strict=True)]
-        except (BadPath, TooLarge) as exc:
-            raise refused(exc) from None
         sync_later(written)
         inbox = settings.inbox.resolve()
         return Uploaded(files=[str(p.relative_to(inbox)) for p in written])
 
-    @api.delete("/files/{path:path}", dependencies=[Depends(authorized)])
+    @guarded.delete("/files/{path:path}", responses=errors(400, 404, 503, why={400: BAD_PATH}))
     def delete(path: str) -> Deleted:
         """A file out of the inbox, and so out of the index (path relative to the inbox)."""
-        try:
+        with refusing():
             target = inbox_path(settings, path)
-        except BadPath as exc:
-            raise refused(exc) from None
         if not target.is_file():
             raise HTTPException(404, "no such file in the inbox")
         target.unlink()
         sync_later([target])
         return Deleted(deleted=path)
 
-    @api.post("/files/retry", dependencies=[Depends(authorized)])
+    @guarded.post("/files/retry", responses=errors(503))
     def retry() -> Retried:
         """Every file whose last attempt failed, queued again (as `dropvec retry-failed`)."""
         from dropvec.sync import failed_paths
@@ -267,7 +229,10 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
         ingest_later(paths, force=True)
         return Retried(retried=len(paths))
 
-    @api.get("/events", dependencies=[Depends(authorized)], response_class=StreamingResponse)
+    @guarded.get(
+        "/events", response_class=EventStreamResponse,
+        responses=streamed("text/event-stream", EVENT, "Server-sent events, until the client leaves"),
+    )  # fmt: skip
     async def events(request: Request) -> StreamingResponse:
         """Server-sent events: ``files`` (the states that changed; all of them first) and
         ``status`` (totals, queue, workers, throughput), as they change."""
@@ -277,13 +242,16 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
             seen: dict[str, str] = {}
             last_status = ""
             while not await request.is_disconnected():
-                states = await asyncio.to_thread(_file_states, settings)
-                changed = [f for f in states if seen.get(f.path) != f.model_dump_json()]
-                gone = sorted(set(seen) - {f.path for f in states})
-                seen = {f.path: f.model_dump_json() for f in states}
-                if changed or gone:
-                    files = [f.model_dump() for f in changed]
-                    yield _event("files", {"files": files, "gone": gone})
+                try:
+                    states = await asyncio.to_thread(_file_states, settings)
+                except DropvecError:  # (Redis away: the status event below says so; files as they were)
+                    states = None
+                if states is not None:
+                    changed = [f for f in states if seen.get(f.path) != f.model_dump_json()]
+                    gone = sorted(set(seen) - {f.path for f in states})
+                    seen = {f.path: f.model_dump_json() for f in states}
+                    if changed or gone:
+                        yield _event("files", {"files": [f.model_dump() for f in changed], "gone": gone})
                 try:
                     info = await asyncio.to_thread(collect_status, settings)
                     summary = json.dumps({k: info[k] for k in STATUS_KEYS}, sort_keys=True)
@@ -294,18 +262,20 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
                     yield f"event: status\ndata: {summary}\n\n"
                 await asyncio.sleep(EVENT_POLL_SECONDS)
 
-        return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-        )
+        return EventStreamResponse(stream(), headers={"Cache-Control": "no-store"})
 
-    @api.post("/search", dependencies=[Depends(authorized)])
+    @guarded.post("/search", responses=errors(400, 503))
     def search_chunks(body: SearchRequest, request: Request) -> SearchResponse:
         """The top-k chunks for a query, as `dropvec search` finds them."""
         query = body.query(settings, body.context)
         hits = search(settings, body.query_text, None, request.app.state.embedder, query)
         return SearchResponse(hits=[HitOut(**h.as_dict()) for h in hits])  # type: ignore[arg-type]
 
-    @api.post("/ask", dependencies=[Depends(authorized)], response_class=StreamingResponse)
+    @guarded.post(
+        "/ask", response_class=NDJSONResponse,
+        responses={**streamed("application/x-ndjson", ASK_LINE, "JSON lines, as they come"),
+                   **errors(400, 502, 503)},
+    )  # fmt: skip
     async def ask_question(body: AskRequest, request: Request) -> StreamingResponse:
         """An answer from the configured LLM over the top-k chunks, streamed as JSON lines."""
         state = request.app.state
@@ -325,20 +295,21 @@ def create_api(settings: Settings, embedder: Any = None, *, watched: bool = Fals
                 return
             yield _line({"done": True})
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return NDJSONResponse(lines())
 
-    @api.get("/status", dependencies=[Depends(authorized)])
+    @guarded.get("/status", responses=errors(503))
     def status() -> dict[str, Any]:
         """What `dropvec status --json` shows: files by state, chunks, queue, workers, failures."""
         from dropvec.status import collect_status
 
         return collect_status(settings)
 
-    @api.get("/metrics", dependencies=[Depends(authorized)], response_class=PlainTextResponse)
+    @guarded.get("/metrics", response_class=PlainTextResponse, responses=errors(503))
     def metrics() -> PlainTextResponse:
         """The pipeline's totals in Prometheus's text format (what `dropvec status` counts)."""
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    api.include_router(guarded)
     return api
 
 

@@ -31,6 +31,10 @@ class TooLarge(ValueError):
     """An upload over the size limit."""
 
 
+#: The longest file or folder name (in bytes) that Linux's file systems take.
+NAME_MAX = 255
+
+
 def inbox_path(settings: Settings, relative: str, *, folder: bool = False) -> Path:
     """``relative`` (a path inside the inbox, ``/``-separated) as a path on disk, or BadPath."""
     if not relative or len(relative) > 4096:
@@ -43,6 +47,8 @@ def inbox_path(settings: Settings, relative: str, *, folder: bool = False) -> Pa
     parts = relative.strip("/").split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise BadPath("a path with an empty, '.' or '..' part")
+    if any(len(p.encode("utf-8", "surrogateescape")) > NAME_MAX for p in parts):
+        raise BadPath(f"a name too long for the file system (over {NAME_MAX} bytes)")
     if any(is_ignored(Path(p), settings.ignore) for p in parts):
         raise BadPath("a hidden or temporary name, which the watcher ignores")
     inbox = settings.inbox.resolve()

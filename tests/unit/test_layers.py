@@ -22,8 +22,8 @@ SOURCES = {"dropvec": "dropvec", "dropvec.config": "config", "dropvec.producer":
 
 #: Top to bottom. A module may import modules of its own layer and of the layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("entry points", ("dropvec.__main__", "dropvec.cli", "dropvec.render", "dropvec.api", "dropvec.stack",
-                      "dropvec.logs", "dropvec.workers.tasks")),
+    ("entry points", ("dropvec.__main__", "dropvec.cli", "dropvec.render", "dropvec.api",
+                      "dropvec.api_schema", "dropvec.stack", "dropvec.logs", "dropvec.workers.tasks")),
     ("services", ("dropvec.sync", "dropvec.check", "dropvec.repair", "dropvec.status", "dropvec.search",
                   "dropvec.answer", "dropvec.uploads",
                   "dropvec.producer.enqueue", "dropvec.producer.pack", "dropvec.workers.runtime")),
