@@ -189,7 +189,7 @@ def check(
             hashes.commit()
         report.rows = sum(sum(d.rows.values()) for d in docs.values())
         twice = count_rows(settings) - report.rows
-        problems += _compare(records, docs, alive, gone, settings if twice > 0 else None)
+        problems += compare(records, docs, alive, gone, settings if twice > 0 else None)
     else:
         report.rows = count_rows(settings)
         problems += _count_mismatch(records, alive, report.rows)
@@ -240,7 +240,7 @@ def _confirm_stuck(state: StateStore, problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if p.finding != Finding.STUCK or p.path in still]
 
 
-def _compare(
+def compare(
     records: dict[str, FileRecord],
     docs: dict[str, StoredDoc],
     alive: TasksAlive,

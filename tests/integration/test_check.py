@@ -189,3 +189,21 @@ def test_up_catches_up_after_redis_and_then_milvus_lost_their_data(tmp_path: Pat
         assert report["rows"] == chunks
     finally:
         stop_up(proc)
+
+
+def test_the_tasks_in_the_queue_are_what_check_counts_as_alive(own: Stack) -> None:
+    # Given tasks sent as the producer sends them, to a Redis database no worker reads
+    from dropvec.config.messages import EMBED_TASK, Chunk, EmbedTask, RemoveTask
+    from dropvec.workers.app import create_app, publishing, send_removal
+
+    settings = own.settings.model_copy(update={"redis_url": own.settings.redis_url.rsplit("/", 1)[0] + "/1"})
+    app = create_app(settings)
+    task = EmbedTask(run_id="r", doc_id="d" * 32, generation=7, file_path="/x.md", task_index=0,
+                     chunks=[Chunk(id="c", index=0, text="t")])  # fmt: skip
+    with publishing(app) as send:
+        send(EMBED_TASK, task.model_dump(mode="json"))
+    send_removal(app, RemoveTask(doc_id="e" * 32, file_path="/y.md", below_generation=5))
+    # Then the ledger sees which file version and which removal they are for
+    alive = StateStore.from_url(settings.redis_url).tasks_alive()
+    assert alive.versions == {("d" * 32, 7)}
+    assert alive.removals == {"e" * 32: 5}
