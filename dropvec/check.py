@@ -148,12 +148,18 @@ def read_store(
 
 
 def check(
-    settings: Settings, folder: Path | None = None, *, full: bool = True, rebuild_hashes: bool = False
+    settings: Settings,
+    folder: Path | None = None,
+    *,
+    full: bool = True,
+    rebuild_hashes: bool = False,
+    save: bool = True,
 ) -> Report:
     """Compare ``folder`` (default: the inbox), the ledger and the collection. ``full``: read every
     row and hash every file (else: files by name only, and the collection by its row count, when
     no work is on its way); ``rebuild_hashes``: the set of stored embed hashes made afresh from
-    the rows read. Raises ServiceUnavailable if Redis or Milvus is down."""
+    the rows read; ``save``: kept as the last check (``status``, the metrics). Raises
+    ServiceUnavailable if Redis or Milvus is down."""
     state = StateStore.from_settings(settings)
     state.ping()
     folder = (folder or settings.inbox).absolute()
@@ -193,8 +199,14 @@ def check(
     else:
         report.rows = count_rows(settings)
         problems += _count_mismatch(records, alive, report.rows)
-    state.save_check(report.summary())
+    if save:
+        state.save_check(report.summary())
     return report
+
+
+def save(settings: Settings, report: Report) -> None:
+    """``report`` kept as the last check."""
+    StateStore.from_settings(settings).save_check(report.summary())
 
 
 def _under(path: str, folder: Path) -> bool:

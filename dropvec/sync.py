@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dropvec.check import check
+from dropvec.check import check, save
 from dropvec.config.errors import DropvecError
 from dropvec.config.records import Outcome
 from dropvec.config.settings import Settings
@@ -143,19 +143,29 @@ def keep_in_sync(
 
 
 def _check_every(settings: Settings, stop: threading.Event) -> None:
-    """The cheap check every ``check_interval`` seconds until ``stop``; its findings logged once
-    when they change (and kept for ``status`` and the metrics by ``check``)."""
+    """The cheap check every ``check_interval`` seconds until ``stop``. A finding counts once two
+    checks in a row make it (a file renamed a moment ago is "gone" and "unindexed" until the
+    watcher's pass): those are kept for ``status`` and the metrics, and logged when they change."""
     if not settings.check_interval:
         return
-    told: dict[str, int] | None = None
+    before: set[tuple[str, str]] | None = None
+    told: dict[str, int] = {}
     while not stop.wait(settings.check_interval):
         try:
-            report = check(settings, settings.inbox, full=False)
+            report = check(settings, settings.inbox, full=False, save=False)
         except DropvecError as exc:
             log.debug("no check: %s", exc)
             continue
+        now = {(str(p.finding), p.path) for p in report.problems}
+        report.problems = [
+            p for p in report.problems if before is not None and (str(p.finding), p.path) in before
+        ]
+        before = now
+        if not report.problems and now:
+            continue  # (new findings: the next check says whether they last)
+        save(settings, report)
         counts = {f: n for f, n in report.counts().items() if n}
-        if counts != told and counts:
+        if counts and counts != told:
             found = ", ".join(f"{n} {f}" for f, n in counts.items())
             log.warning("the index does not match the folder: %s (dropvec check --repair)", found)
         told = counts
