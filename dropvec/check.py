@@ -37,7 +37,7 @@ from dropvec.config.ids import doc_id_for, ids_digest
 from dropvec.config.records import LIVE, FileRecord, FileStatus
 from dropvec.config.settings import Settings
 from dropvec.ledger.state import StateStore, TasksAlive
-from dropvec.producer.files import expand, file_sha256
+from dropvec.producer.files import expand, file_sha256, has_utf8_name
 from dropvec.workers.store import (
     DOC_ID,
     EMBED_HASH,
@@ -164,7 +164,7 @@ def check(
     state.ping()
     folder = (folder or settings.inbox).absolute()
     records = {r.path: r for r in state.records()}
-    on_disk = [p for p in expand([folder], settings.ignore) if _is_text(p)] if folder.is_dir() else []
+    on_disk = [p for p in expand([folder], settings.ignore) if has_utf8_name(p)] if folder.is_dir() else []
     problems = [
         Problem(Finding.UNINDEXED, str(p), "in the folder, not in the ledger")
         for p in on_disk
@@ -215,15 +215,6 @@ def _under(path: str, folder: Path) -> bool:
 
 def _is_file(path: str) -> bool:
     return os.path.isfile(path) and not os.path.islink(path)
-
-
-def _is_text(path: Path) -> bool:
-    """A name the ledger can hold (a name not valid UTF-8 is skipped without a record)."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _sha(path: Path) -> str:

@@ -23,7 +23,15 @@ from dropvec.config.records import UNCHANGED, FileRecord, FileStatus, Outcome, R
 from dropvec.config.settings import Settings
 from dropvec.ledger.state import StateStore
 from dropvec.producer.chunk import Section, iter_chunks
-from dropvec.producer.files import Signature, expand, file_sha256, link_on_path, open_for_writing, signature
+from dropvec.producer.files import (
+    Signature,
+    expand,
+    file_sha256,
+    has_utf8_name,
+    link_on_path,
+    open_for_writing,
+    signature,
+)
 from dropvec.producer.formats import Ocr
 from dropvec.producer.pack import Pack, Packed
 from dropvec.producer.read import is_supported, read_sections
@@ -222,7 +230,7 @@ class Producer:
         (the watcher reads it again once it settles). Either way no task of it is sent after that.
         """
         path = path.absolute()
-        if not _is_utf8(path):
+        if not has_utf8_name(path):
             return self._bad_name(path, run_id)
         base = base or self.base_of(path)
         doc_id = doc_id_for(str(path))
@@ -422,14 +430,6 @@ class Producer:
     def _send_removals(self, path: str, targets: list[Replaced]) -> None:
         for target in targets:
             send_removal(self.app, target.task(path))
-
-
-def _is_utf8(path: Path) -> bool:
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

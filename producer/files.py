@@ -88,3 +88,13 @@ def open_for_writing(paths: set[Path]) -> set[Path]:
             continue
         busy.update(Path(f.path) for f in files if f.path in wanted and f.mode in _WRITE_MODES)
     return busy
+
+
+def has_utf8_name(path: Path) -> bool:
+    """Whether ``path`` can be held as text (in Redis, in Milvus): a name that is not valid UTF-8
+    cannot, and its file is skipped without a record."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
