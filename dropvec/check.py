@@ -51,9 +51,10 @@ from dropvec.workers.store import (
 
 log = logging.getLogger(__name__)
 
-#: A version queued or indexing with no task alive counts as stuck once untouched this long (a
-#: producer between recording a file and sending its first task, a task between queue and worker).
-STUCK_SECONDS = 30.0
+#: A version queued or indexing with no task alive counts as stuck once no task of it was counted
+#: for this long (a producer waiting for room in a full queue between two of a file's tasks, a
+#: task between the queue and a worker, are not stuck).
+STUCK_SECONDS = 300.0
 
 
 class Finding(str, Enum):

@@ -88,6 +88,8 @@ def repair(
                 settings, ingested.run_id, timeout=timeout, stop=stop, on_progress=on_progress
             )
     _wait_for_removals(settings, stop)
+    if stop.is_set():
+        return done  # (the run goes on in the workers; orphans are left for the next check)
     for p in check(settings, folder).problems:
         if p.finding == Finding.ORPHANS:
             done.rows_deleted += delete_rows(settings, p.doc_id, p.generations or None)

@@ -38,6 +38,8 @@ redis.call('HINCRBY', KEYS[2], 'chunks_embedded', ARGV[5])
 redis.call('HINCRBY', KEYS[2], 'chunks_reused', ARGV[6])
 if status == 'queued' then
   redis.call('HSET', KEYS[2], 'status', 'indexing', 'updated_at', ARGV[1])
+else
+  redis.call('HSET', KEYS[2], 'updated_at', ARGV[1])
 end
 """
     + MAYBE_INDEXED

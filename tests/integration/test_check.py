@@ -86,7 +86,7 @@ def test_check_reports_drift_behind_dropvecs_back_and_repair_fixes_it_with_least
     # the ledger shows a file queued that no task is for, a file is deleted with no watcher
     # running, and a new file is added
     stuck = doc_id_for(str(notes["stuck"]))
-    state.r.hset(state.file_key(stuck), mapping={"status": "queued", "updated_at": time.time() - 600})
+    state.r.hset(state.file_key(stuck), mapping={"status": "queued", "updated_at": time.time() - 3600})
     deleted_hashes = [r["embed_hash"] for r in rows_of(client, collection, notes["deleted"])]
     notes["deleted"].unlink()
     (folder / "new.md").write_text(unique_text(2))
