@@ -62,6 +62,8 @@ class Result:
     quiet_to_clean_seconds: float | None = None
     findings: dict[str, int] = field(default_factory=dict)
     mismatches: list[str] = field(default_factory=list)
+    #: What the watch's periodic checks repaired, as it logged it (one line per repair).
+    repairs: list[str] = field(default_factory=list)
     #: Process name -> MB at each sample (one sample every ``rss_every`` seconds).
     rss_mb: dict[str, list[float]] = field(default_factory=dict)
 
@@ -295,6 +297,10 @@ def soak(root: Path, seconds: float, *, seed: int = 7, workers: int = 2, rss_eve
     finally:
         sampling.set()
         stack.stop()
+    log = stack.watch_log.read_text(errors="replace").splitlines()
+    result.repairs = [
+        line.split("WARNING dropvec.sync: ", 1)[-1] for line in log if "dropvec.sync: repair" in line
+    ]
     return result
 
 
@@ -322,6 +328,7 @@ def main() -> None:
     print(f"end: {result.files} files, {result.chunks} chunks stored; quiet to clean check: "
           f"{result.quiet_to_clean_seconds} s; findings {result.findings or 'none'}")  # fmt: skip
     print("stored chunks are exactly the folder's" if not result.mismatches else "\n".join(result.mismatches))
+    print("\n".join(f"the watch: {line}" for line in result.repairs) or "the watch repaired nothing")
     print("\n".join(rss_table(result)))
 
 

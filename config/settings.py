@@ -194,6 +194,10 @@ class Settings(BaseSettings):
         300, ge=0, description="Seconds between the cheap checks of the index that `up` and `watch` "
         "run (files by name, the collection by its row count; `dropvec check` for the full one); 0: none",
     )  # fmt: skip
+    check_repair: bool = Field(
+        True, description="What two periodic checks in a row find is checked in full, and what two "
+        "full checks in a row find is repaired (as `dropvec check --repair`)",
+    )  # fmt: skip
 
     # Answers (`dropvec ask`, `dropvec serve`)
     llm_model: str = Field("", description="Chat model name; empty: no LLM, `ask` shows the passages only")

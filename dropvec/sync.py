@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dropvec.check import check, save
+from dropvec.check import Problem, Report, check, save
 from dropvec.config.errors import DropvecError
 from dropvec.config.records import Outcome
 from dropvec.config.settings import Settings
@@ -28,7 +28,7 @@ from dropvec.ledger.metrics import pipeline_registry, serve
 from dropvec.ledger.state import RunProgress, StateStore
 from dropvec.producer.enqueue import IngestReport, Producer
 from dropvec.producer.watch import watch_folder
-from dropvec.repair import recover
+from dropvec.repair import recover, repair
 from dropvec.status import Ended, follow_run, live_workers
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,8 @@ def keep_in_sync(
 def _check_every(settings: Settings, stop: threading.Event) -> None:
     """The cheap check every ``check_interval`` seconds until ``stop``. A finding counts once two
     checks in a row make it (a file renamed a moment ago is "gone" and "unindexed" until the
-    watcher's pass): those are kept for ``status`` and the metrics, and logged when they change."""
+    watcher's pass): those are kept for ``status`` and the metrics, and logged when they change;
+    with ``check_repair``, they are repaired (``_heal``)."""
     if not settings.check_interval:
         return
     before: set[tuple[str, str]] | None = None
@@ -153,19 +154,49 @@ def _check_every(settings: Settings, stop: threading.Event) -> None:
     while not stop.wait(settings.check_interval):
         try:
             report = check(settings, settings.inbox, full=False, save=False)
+            now = _found(report)
+            report.problems = [p for p in report.problems if before is not None and _key(p) in before]
+            before = now
+            if not report.problems and now:
+                continue  # (new findings: the next check says whether they last)
+            save(settings, report)
+            counts = {f: n for f, n in report.counts().items() if n}
+            if counts and counts != told:
+                found = ", ".join(f"{n} {f}" for f, n in counts.items())
+                log.warning("the index does not match the folder: %s (dropvec check --repair)", found)
+            told = counts
+            if report.problems and settings.check_repair:
+                _heal(settings, stop)
+                before, told = None, {}
         except DropvecError as exc:
             log.debug("no check: %s", exc)
-            continue
-        now = {(str(p.finding), p.path) for p in report.problems}
-        report.problems = [
-            p for p in report.problems if before is not None and (str(p.finding), p.path) in before
-        ]
-        before = now
-        if not report.problems and now:
-            continue  # (new findings: the next check says whether they last)
-        save(settings, report)
-        counts = {f: n for f, n in report.counts().items() if n}
-        if counts and counts != told:
-            found = ", ".join(f"{n} {f}" for f, n in counts.items())
-            log.warning("the index does not match the folder: %s (dropvec check --repair)", found)
-        told = counts
+
+
+def _key(p: Problem) -> tuple[str, str]:
+    return (str(p.finding), p.path)
+
+
+def _found(report: Report) -> set[tuple[str, str]]:
+    return {_key(p) for p in report.problems}
+
+
+def _heal(settings: Settings, stop: threading.Event) -> None:
+    """The full check, twice a few seconds apart; what both find is repaired. (A message can be
+    lost: kombu's Redis transport pops a task from the queue before it records it as taken, and
+    a worker killed in between loses it; the soak met a removal lost so.)"""
+    first = check(settings, settings.inbox)
+    if first.clean or stop.wait(max(5.0, 4 * settings.settle_seconds)):
+        return
+    second = check(settings, settings.inbox, save=False)
+    lasting = _found(first) & _found(second)
+    second.problems = [p for p in second.problems if _key(p) in lasting]
+    if not second.problems:
+        return
+    found = ", ".join(f"{n} {f}" for f, n in second.counts().items() if n)
+    log.warning("repairing what two full checks found: %s", found)
+    done = repair(settings, second, stop, folder=settings.inbox)
+    log.warning(
+        "repaired: %d file(s) indexed again (%d chunk(s) embedded, %d reused), %d removed, %d orphan "
+        "row(s) deleted; %s", done.requeued, done.embedded, done.reused, done.removed, done.rows_deleted,
+        "in sync" if done.after and done.after.clean else "still not in sync",
+    )  # fmt: skip

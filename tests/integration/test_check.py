@@ -207,3 +207,31 @@ def test_the_tasks_in_the_queue_are_what_check_counts_as_alive(own: Stack) -> No
     alive = StateStore.from_url(settings.redis_url).tasks_alive()
     assert alive.versions == {("d" * 32, 7)}
     assert alive.removals == {"e" * 32: 5}
+
+
+def test_a_watch_repairs_what_its_periodic_checks_keep_finding(own: Stack) -> None:
+    # Given a watched folder in sync, checked every 2 s
+    from tests.integration.sync_check import Watcher, wait_in_sync
+
+    folder = own.root / "healed"
+    folder.mkdir()
+    (folder / "note.md").write_text(unique_text(3))
+    quick = Stack(own.settings.model_copy(update={"check_interval": 2}), own.root, own.services)
+    watcher = Watcher(quick, folder)
+    watcher.start()
+    try:
+        wait_in_sync(own, folder)
+        # When rows of a file no one knows appear (as a removal lost with a killed worker leaves)
+        client = MilvusClient(uri=own.settings.milvus_uri)
+        row = rows_of(client, own.settings.collection, folder / "note.md")[0]
+        row.pop("sparse_embedding", None)
+        client.insert(own.settings.collection, [{**row, "id": uuid.uuid4().hex, "doc_id": uuid.uuid4().hex,
+                                                 "file_path": str(folder / "lost.md")}])  # fmt: skip
+        client.close()
+        # Then the watch finds them, twice, checks in full, and deletes them
+        wait_in_sync(own, folder, timeout=120)
+        assert "repaired:" in watcher.log.read_text()
+        code, report = check(own, folder)
+        assert (code, report["clean"]) == (0, True), report
+    finally:
+        watcher.stop()
