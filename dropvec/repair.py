@@ -112,9 +112,9 @@ def adopt(
 ) -> tuple[list[str], list[str]]:
     """Give the files whose rows the collection holds, and the ledger does not know, their record
     back, from the file and its rows: a version whose rows are exactly the file's chunks is
-    indexed as it stands (nothing embedded, nothing written); one that is not, or a file that
-    cannot be read here, is recorded as changed, and its next pass replaces it, reusing the
-    vectors. The paths adopted, and those recorded as changed."""
+    indexed as it stands (nothing embedded, nothing written; rows of its older versions deleted);
+    one that is not, or a file that cannot be read here, is recorded as changed, and its next
+    pass replaces it, reusing the vectors. The paths adopted, and those recorded as changed."""
     state = producer.state
     wanted = set(only) if only is not None else None
     adopted: list[str] = []
@@ -146,6 +146,8 @@ def adopt(
             ids=stored.digest(generation),
         )
         (adopted if whole else changed).append(stored.path)
+        if whole and (older := [g for g in stored.rows if g != generation]):
+            delete_rows(settings, doc_id, older)  # (what the version stored whole replaced)
     return adopted, changed
 
 
