@@ -172,6 +172,14 @@ def _check_every(settings: Settings, stop: threading.Event) -> None:
             log.debug("no check: %s", exc)
 
 
+def _after(report: Report | None) -> str:
+    """The check after a repair, in a few words (made while the folder may be changing)."""
+    if report is None or report.clean:
+        return "the check after it is clean"
+    found = ", ".join(f"{n} {f}" for f, n in report.counts().items() if n)
+    return f"the check after it finds {found} (if they last, the next checks repair them)"
+
+
 def _key(p: Problem) -> tuple[str, str]:
     return (str(p.finding), p.path)
 
@@ -198,5 +206,5 @@ def _heal(settings: Settings, stop: threading.Event) -> None:
     log.warning(
         "repaired: %d file(s) indexed again (%d chunk(s) embedded, %d reused), %d removed, %d orphan "
         "row(s) deleted; %s", done.requeued, done.embedded, done.reused, done.removed, done.rows_deleted,
-        "in sync" if done.after and done.after.clean else "still not in sync",
+        _after(done.after),
     )  # fmt: skip
