@@ -22,6 +22,11 @@ from pydantic import PrivateAttr
 
 from dropvec.config.errors import ConfigError
 
+#: Compiled kernels the CPU plugin keeps, one per input shape (batch × tokens). OpenVINO's default,
+#: 5,000, lets a worker grow for hours: measured on batches of random shapes, RSS went 682 → 1,105 MB
+#: in 400 batches and still climbing; with 50 it levels at about 935 MB, at the same speed.
+SHAPE_CACHE = 50
+
 #: Pooling modes of sentence-transformers' ``Pooling`` module that this backend applies.
 POOLING = ("mean", "cls", "max")
 
@@ -90,6 +95,7 @@ class OpenVINOEmbedding(BaseEmbedding):
             "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
             "ENABLE_CPU_PINNING": False,
+            "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE,
         }
         self._compiled = core.compile_model(model, "CPU", config)
         self._inputs = {i.get_any_name() for i in self._compiled.inputs}
