@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import cache
 from typing import TYPE_CHECKING
 
 from dropvec.producer.chunk import Section
 
 if TYPE_CHECKING:
     from bs4 import PageElement, Tag
+    from markdown_it import MarkdownIt
 
 #: YAML front matter at the very top of a Markdown file (kept as text, not read as a heading).
 FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
@@ -61,10 +63,16 @@ class Headings:
         return meta
 
 
-def markdown_sections(text: str) -> list[Section]:
-    """A Markdown document as one section before its first heading and one per heading."""
+@cache
+def _block_parser() -> MarkdownIt:
+    """The parser, made once (making one costs about a third of parsing a page)."""
     from markdown_it import MarkdownIt
 
+    return MarkdownIt("commonmark").disable(["inline", "list", "blockquote", "reference"])
+
+
+def markdown_sections(text: str) -> list[Section]:
+    """A Markdown document as one section before its first heading and one per heading."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     front = FRONT_MATTER.match(text)
     skip = front.group().count("\n") if front else 0
@@ -73,8 +81,7 @@ def markdown_sections(text: str) -> list[Section]:
     # Block structure only, without lists, quotes and link references: 3x faster. (A heading
     # inside a list item is then read as a heading too; the public corpus's 1,244 Markdown files
     # give the same headings either way.)
-    parser = MarkdownIt("commonmark").disable(["inline", "list", "blockquote", "reference"])
-    tokens = parser.parse(body)
+    tokens = _block_parser().parse(body)
     heads = [
         (int(t.tag[1]), t.map[0] + skip, t.map[1] + skip, tokens[i + 1].content.strip())
         for i, t in enumerate(tokens)

@@ -5,14 +5,14 @@ by extension or, where the content says otherwise, by content."""
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import itertools
 import logging
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from llama_index.core.readers.base import BaseReader
 
 from dropvec.config.errors import SkippedFile, UnreadableFile
 from dropvec.producer import formats
@@ -86,25 +86,18 @@ def pdf_sections(path: Path, ocr: Ocr) -> list[Section]:
     return sections
 
 
-def _llama(make: Callable[[], BaseReader]) -> Callable[[Path], list[Section]]:
-    """A llama-index file reader, its documents as sections."""
+def docx_sections(path: Path) -> list[Section]:
+    """A Word file's text, by docx2txt (what llama-index's ``DocxReader`` reads)."""
+    import docx2txt
 
-    def read(path: Path) -> list[Section]:
-        return [Section(clean_text(doc.text, path), _kept(doc.metadata)) for doc in make().load_data(path)]
-
-    return read
+    return [Section(clean_text(docx2txt.process(str(path)), path))]
 
 
-def _docx() -> BaseReader:
-    from llama_index.readers.file import DocxReader
-
-    return DocxReader()
-
-
-def _csv() -> BaseReader:
-    from llama_index.readers.file import CSVReader
-
-    return CSVReader(concat_rows=True)
+def csv_sections(path: Path) -> list[Section]:
+    """A table's rows, one a line, their cells joined by ", " (as llama-index's ``CSVReader``
+    with ``concat_rows``), in the encoding detected as for any text."""
+    rows = csv.reader(io.StringIO(decode_text(read_bytes(path), path), newline=None))
+    return [Section("\n".join(", ".join(row) for row in rows))]
 
 
 def _markup(sections: Callable[[str], list[Section]]) -> Callable[[Path], list[Section]]:
@@ -123,8 +116,8 @@ READERS: dict[str, Callable[[Path], list[Section]]] = {
     ".html": _markup(html_sections),
     ".htm": _markup(html_sections),
     ".xhtml": _markup(html_sections),
-    ".docx": _llama(_docx),
-    ".csv": _llama(_csv),
+    ".docx": docx_sections,
+    ".csv": csv_sections,
     ".pptx": formats.pptx_sections,
     ".xlsx": formats.xlsx_sections,
     ".epub": formats.epub_sections,
@@ -143,10 +136,6 @@ IMAGES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 #: Zip archives: their directory is checked (a zip bomb is refused) before a reader opens them.
 ARCHIVES = (".docx", ".pptx", ".xlsx", ".epub", ".odt")
 SUPPORTED = frozenset([*READERS, *TEXT, *MAIL, *IMAGES, ".pdf"])
-
-#: Scalar reader metadata worth keeping on chunks (from llama-index readers).
-KEPT_READER_METADATA = ("page_label", "header_path", "title")
-
 
 #: Plain text files larger than this are read block by block, this many bytes at a time.
 STREAM_BLOCK_BYTES = 4 * 2**20
@@ -216,13 +205,6 @@ def _seam(text: str) -> int:
     return len(text)
 
 
-def _last_attempt(exc: BaseException) -> BaseException:
-    """The error behind a reader's retry wrapper (llama-index retries some readers with tenacity)."""
-    attempt = getattr(exc, "last_attempt", None)
-    inner = attempt.exception() if attempt is not None else None
-    return inner if isinstance(inner, BaseException) else exc
-
-
 def read_sections(path: Path, ocr: Ocr | None = None) -> Iterator[Section]:
     """Read ``path`` into sections; a large plain text file is read as they are taken. ``ocr``:
     how scans and images are read (default: by Tesseract where it is installed).
@@ -254,8 +236,7 @@ def read_sections(path: Path, ocr: Ocr | None = None) -> Iterator[Section]:
         raise
     except Exception as exc:  # readers raise anything: each is the file's problem, told in one line
         log.debug("reader failed on %s", path, exc_info=True)
-        cause = _last_attempt(exc)
-        reason = " ".join(f"{type(cause).__name__}: {cause}".split())[:300]
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         raise UnreadableFile(path, f"cannot read {kind[1:]}: {reason}") from exc
     return iter(sections)
 
@@ -270,8 +251,3 @@ def _attachment(name: str, data: bytes, ocr: Ocr) -> list[Section]:
         path.write_bytes(data)
         return list(read_sections(path, ocr))
 
-
-def _kept(metadata: dict[str, object]) -> dict[str, str | int | float]:
-    return {
-        k: v for k, v in metadata.items() if k in KEPT_READER_METADATA and isinstance(v, (str, int, float))
-    }

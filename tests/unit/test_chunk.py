@@ -242,6 +242,38 @@ def test_word_by_word_counts_are_the_tokenizers_own(
         assert fresh.count(text) == len(window.tokenizer.encode(text, add_special_tokens=False).ids), text
 
 
+def test_ascii_words_are_counted_as_the_whole_pipeline_counts_them(window: TokenWindow) -> None:
+    # Given printable-ASCII words of every shape: numbers, identifiers, URLs, punctuation runs,
+    # special tokens' texts in any case, words longer than WordPiece's 100 characters
+    from dropvec.producer.tokens import AsciiWords
+
+    assert window._ascii is not None
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(33, 127)]
+    words = ["[CLS]", "x[SEP]y", "[mask]", "[Pad]!", "a" * 101, "A" * 99 + ",", "3.14159,", "-0.0436823",
+             "https://x.y/z?q=1#f", "e-mail:a.b@c.org", "Ünïcödé", "漢字", "tab\x0bbed", "(word)", "WORD."]
+    words += ["".join(rng.choices(alphabet, k=rng.randint(1, 30))) for _ in range(3_000)]
+    words += [f"{rng.uniform(-1e4, 1e4):.{rng.randint(0, 12)}f}" for _ in range(1_000)]
+    words += rng.sample(ESSAY.read_text().split(), 1_000)
+    # When they are counted by the fast path (those it leaves are the pipeline's)
+    known: dict[str, int] = {}
+    left = AsciiWords.of(window.tokenizer).count(words, known)  # type: ignore[union-attr]
+    # Then every count is the pipeline's, and only non-ASCII words and special tokens' texts are left
+    for word, n in known.items():
+        assert n == len(window.tokenizer.encode(word, add_special_tokens=False).ids), word
+    assert set(left) >= {"[CLS]", "x[SEP]y", "[mask]", "[Pad]!", "Ünïcödé", "漢字", "tab\x0bbed"}
+    assert all(not w.isascii() or not w.isprintable() or "[" in w for w in left)
+    assert len(known) > 4_000
+
+
+def test_only_berts_pipeline_is_counted_without_it() -> None:
+    from dropvec.producer.tokens import AsciiWords
+
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    assert AsciiWords.of(tokenizer) is None
+
+
 def test_a_long_paragraph_is_cut_at_sentences_within_the_size_and_loses_no_word(window: TokenWindow) -> None:
     # Given a paragraph of some 3,000 tokens: sentences, one huge "word", and lines
     from dropvec.producer.chunk import SplitParagraph
