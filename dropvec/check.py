@@ -78,9 +78,11 @@ class Problem:
     path: str
     detail: str
     doc_id: str = ""
-    #: For orphans: the versions whose rows are to go (empty: every row of ``doc_id``).
+    #: For orphans: the versions whose rows are to go.
     generations: tuple[int, ...] = ()
     rows: int = 0
+    #: For orphans: rows of a doc id the ledger has no record of.
+    unknown: bool = False
 
 
 @dataclass
@@ -196,7 +198,21 @@ def check(
             hashes.commit()
         report.rows = sum(sum(d.rows.values()) for d in docs.values())
         twice = count_rows(settings) - report.rows
-        problems += compare(records, docs, alive, gone, settings if twice > 0 else None)
+        # the ledger and the queue read again: a file whose version moved on while the rows were
+        # streamed (a new version written, a new file started) is in motion, for the next check
+        after = {r.path: r for r in state.records()}
+        alive = alive.merged(state.tasks_alive())
+        moving = {
+            doc_id_for(path)
+            for path in records.keys() | after.keys()
+            if _version(records.get(path)) != _version(after.get(path))
+        }
+        busy = bool(alive.versions or alive.removals) or any(
+            r.status in (FileStatus.QUEUED, FileStatus.INDEXING) for r in after.values()
+        )
+        # (ids stored twice are looked for file by file, once no work is on its way)
+        recount = settings if twice > 0 and not busy else None
+        problems += compare(records, docs, alive, gone, recount, moving)
     else:
         report.rows = count_rows(settings)
         problems += _count_mismatch(records, alive, report.rows)
@@ -225,6 +241,10 @@ def _sha(path: Path) -> str:
         return ""
 
 
+def _version(r: FileRecord | None) -> tuple[int, str] | None:
+    return (r.generation, str(r.status)) if r is not None else None
+
+
 def _stuck(r: FileRecord, alive: TasksAlive) -> bool:
     touched = r.updated_at or r.queued_at or 0
     return (
@@ -250,12 +270,14 @@ def compare(
     alive: TasksAlive,
     gone: set[str],
     recount: Settings | None,
+    moving: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> list[Problem]:
     """Each file version against its rows (files ``gone`` are found already); ``recount``: some
     ids are stored twice, count each file's rows again to find whose. Files outside the folder
-    are compared too: the ledger and the collection may hold files of other folders and hosts."""
+    are compared too: the ledger and the collection may hold files of other folders and hosts.
+    Files in ``moving`` (their version changed while the rows were read) are left alone."""
     problems: list[Problem] = []
-    known = {doc_id_for(path): r for path, r in records.items()}
+    known = {doc_id_for(path): r for path, r in records.items() if doc_id_for(path) not in moving}
     replaced = {  # (what a version on its way replaces, once it is done)
         x.doc_id: x.below_generation
         for r in records.values()
@@ -306,7 +328,12 @@ def compare(
                 )
             )
     for doc_id, stored in docs.items():
-        if doc_id not in known and doc_id not in alive.removals and doc_id not in replaced:
+        if (
+            doc_id not in known
+            and doc_id not in moving
+            and doc_id not in alive.removals
+            and doc_id not in replaced
+        ):
             rows = sum(stored.rows.values())
             problems.append(
                 Problem(
@@ -314,7 +341,9 @@ def compare(
                     stored.path,
                     f"{rows} row(s) of a file the ledger does not know",
                     doc_id,
-                    rows=rows,
+                    tuple(sorted(stored.rows)),
+                    rows,
+                    unknown=True,
                 )
             )
     return problems

@@ -194,7 +194,8 @@ def check(
     settings = _settings(quiet=as_json, inbox=folder)
     stop = threading.Event()
     try:
-        report = run_check(settings, settings.inbox)
+        # (--repair: the set of stored embed hashes is made afresh from the rows too)
+        report = run_check(settings, settings.inbox, rebuild_hashes=repair)
         if not (repair and as_json):
             render.checked(report, as_json=as_json)
         if repair:
@@ -295,10 +296,11 @@ def _watch(settings: Settings, stop: threading.Event, ready: str) -> None:
 
 def _follow(settings: Settings, run_id: str, stop: threading.Event) -> None:
     """A run followed to its end (or ``stop``) with the progress bar."""
+    from dropvec.repair import STALL_SECONDS
     from dropvec.status import follow_run, live_workers
 
     with render.waiting(live_workers(settings)) as update:
-        follow_run(settings, run_id, timeout=None, stop=stop, on_progress=update)
+        follow_run(settings, run_id, timeout=None, stop=stop, on_progress=update, stall=STALL_SECONDS)
 
 
 main = app

@@ -45,6 +45,9 @@ class Repaired:
         return self.progress.chunks_reused if self.progress else 0
 
 
+#: A repair stops following its run once no chunk or file of it has been counted for this long
+#: (a task lost with a killed worker, a file replaced by a newer version: the run never ends).
+STALL_SECONDS = 300.0
 #: Findings a file is ingested again for (its vectors reused where they are stored).
 REINGEST = (Finding.MISSING, Finding.EXTRA, Finding.STUCK, Finding.CHANGED, Finding.UNINDEXED)
 
@@ -68,7 +71,7 @@ def repair(
     lost = {
         p.doc_id
         for p in report.problems
-        if p.finding == Finding.ORPHANS and not p.generations and os.path.isfile(p.path)
+        if p.finding == Finding.ORPHANS and p.unknown and os.path.isfile(p.path)
     }
     adopted, changed = adopt(settings, producer, read_store(settings), only=lost) if lost else ([], [])
     done.adopted = len(adopted)
@@ -85,14 +88,19 @@ def repair(
         done.removed = sum(1 for o in ingested.outcomes if o.status == Outcome.REMOVED)
         if done.requeued:
             done.progress, _ = follow_run(
-                settings, ingested.run_id, timeout=timeout, stop=stop, on_progress=on_progress
-            )
+                settings, ingested.run_id, timeout=timeout, stop=stop, on_progress=on_progress,
+                stall=STALL_SECONDS,
+            )  # fmt: skip
     _wait_for_removals(settings, stop)
     if stop.is_set():
         return done  # (the run goes on in the workers; orphans are left for the next check)
+    # orphans of the files this repair was about, found again now that its run is done (a file
+    # ingested again may have reused their vectors); each version's rows by name, so that a
+    # version written since is never touched
+    about = {p.doc_id for p in report.problems if p.doc_id}
     for p in check(settings, folder).problems:
-        if p.finding == Finding.ORPHANS:
-            done.rows_deleted += delete_rows(settings, p.doc_id, p.generations or None)
+        if p.finding == Finding.ORPHANS and p.doc_id in about and p.generations:
+            done.rows_deleted += delete_rows(settings, p.doc_id, p.generations)
     done.after = check(settings, folder, rebuild_hashes=True)
     return done
 

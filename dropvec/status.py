@@ -125,19 +125,25 @@ def follow_run(
     timeout: float | None,
     stop: threading.Event,
     on_progress: Callable[[RunProgress], None],
+    stall: float | None = None,
 ) -> tuple[RunProgress, Ended]:
     """Poll a run's progress (``on_progress`` each time) until its every file is done,
-    ``timeout`` passes or ``stop`` is set; the last progress, and which of the three it was."""
+    ``timeout`` passes or ``stop`` is set; the last progress, and which of the three it was.
+    ``stall``: also give up (as "timed out") once the progress has not moved for that long."""
     from dropvec.ledger.state import StateStore
 
     state = StateStore.from_settings(settings)
     last = [state.progress(run_id)]
+    moved = [time.monotonic()]
 
     def finished() -> bool:
-        last[0] = state.progress(run_id)
-        on_progress(last[0])
-        return last[0].finished
+        now = state.progress(run_id)
+        if now != last[0]:
+            moved[0] = time.monotonic()
+        last[0] = now
+        on_progress(now)
+        return now.finished or (stall is not None and time.monotonic() - moved[0] > stall)
 
-    if poll(finished, timeout=timeout, interval=0.25, stop=stop):
+    if poll(finished, timeout=timeout, interval=0.25, stop=stop) and last[0].finished:
         return last[0], "finished"
     return last[0], "stopped" if stop.is_set() else "timed out"

@@ -170,6 +170,9 @@ def _check_every(settings: Settings, stop: threading.Event) -> None:
                 before, told = None, {}
         except DropvecError as exc:
             log.debug("no check: %s", exc)
+        except Exception as exc:  # a fault of ours must not end the checks: told, and tried again
+            log.warning("the periodic check failed: %s: %s", type(exc).__name__, exc)
+            log.debug("the periodic check failed", exc_info=True)
 
 
 def _after(report: Report | None) -> str:

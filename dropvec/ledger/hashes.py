@@ -37,7 +37,12 @@ class StoredHashes:
     def add(self, collection: str, embed_hashes: Iterable[str]) -> None:
         members = {bytes.fromhex(h) for h in embed_hashes}
         if members:
-            self.r.sadd(self.key(collection), *members)
+            key = self.key(collection)
+            # a set being rebuilt from the rows (``rebuild``) gets them too, first: it may replace
+            # this one before the rows it is read from hold them
+            if self.r.exists(f"{key}:rebuilding"):
+                self.r.sadd(f"{key}:rebuilding", *members)
+            self.r.sadd(key, *members)
 
     def forget(self, collection: str) -> None:
         """The collection was created afresh: nothing in it yet."""

@@ -114,6 +114,13 @@ class TasksAlive:
     #: doc id: the highest generation below which a removal task will remove its rows.
     removals: dict[str, int] = field(default_factory=dict)
 
+    def merged(self, other: TasksAlive) -> TasksAlive:
+        """The work either of two looks at the queue saw."""
+        removals = dict(self.removals)
+        for doc, below in other.removals.items():
+            removals[doc] = max(below, removals.get(doc, 0))
+        return TasksAlive(self.versions | other.versions, removals)
+
     def add(self, name: str, args: list[Any]) -> None:
         body = args[0]
         if name == EMBED_TASK:

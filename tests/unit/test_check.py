@@ -52,6 +52,40 @@ def test_an_indexed_version_is_compared_by_count_and_digest_and_older_rows_are_o
     assert compare(both, {doc: stored({4: ids, 2: ["o"]})}, TasksAlive(), set(), None) == []
 
 
+def test_a_file_whose_version_moved_while_the_rows_were_read_is_left_for_the_next_check() -> None:
+    # Given the ledger read at version 4, and rows of version 5 (written while the rows streamed)
+    # and of a file started meanwhile, which the ledger read before knew nothing of
+    ids = ["a", "b"]
+    record = FileRecord(path="/f/a.md", status=FileStatus.INDEXED, generation=4, chunks_total=2,
+                        ids=ids_digest(ids))  # fmt: skip
+    doc, new = doc_id_for(record.path), doc_id_for("/f/new.md")
+    rows = {doc: stored({4: ids, 5: ["c", "d"]}), new: stored({7: ["e"]}, "/f/new.md")}
+    # When they are compared as they were read, both are orphans; the unknown one by name
+    found = compare({record.path: record}, rows, TasksAlive(), set(), None)
+    assert [(p.finding, p.doc_id, p.generations, p.unknown) for p in found] == [
+        (Finding.ORPHANS, doc, (5,), False), (Finding.ORPHANS, new, (7,), True),
+    ]  # fmt: skip
+    # Then, told they moved (the ledger read again after the rows says so), nothing is found
+    assert compare({record.path: record}, rows, TasksAlive(), set(), None, moving={doc, new}) == []
+
+
+def test_work_seen_by_either_look_at_the_queue_counts() -> None:
+    first = TasksAlive(versions={("a", 1)}, removals={"x": 3})
+    second = TasksAlive(versions={("b", 2)}, removals={"x": 5, "y": 1})
+    merged = first.merged(second)
+    assert merged.versions == {("a", 1), ("b", 2)} and merged.removals == {"x": 5, "y": 1}
+
+
+def test_hashes_written_while_the_set_is_rebuilt_are_in_the_new_set() -> None:
+    state = StateStore(fakeredis.FakeRedis(decode_responses=False))
+    state.hashes.add("c", ["aa", "bb"])
+    rebuild = state.hashes.rebuild("c")
+    rebuild.add(["aa"])  # (bb's rows are gone)
+    state.hashes.add("c", ["cc"])  # a worker writes while the rows are read
+    rebuild.commit()
+    assert state.hashes.may_be_stored("c", ["aa", "bb", "cc"]) == ["aa", "cc"]
+
+
 def test_the_last_check_shows_in_status_and_the_metrics() -> None:
     state = StateStore(fakeredis.FakeRedis(decode_responses=True))
     assert checked(state.last_check()) == "never run (dropvec check)"
