@@ -1,1 +1,1 @@
-"""Producer: files in, chunk tasks out. Reads with llama-index readers, chunks in model tokens."""
+"""Producer: files in, chunk tasks out. Reads each format with its own library, chunks in model tokens."""
