@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -270,7 +270,7 @@ def compare(
     alive: TasksAlive,
     gone: set[str],
     recount: Settings | None,
-    moving: set[str] = frozenset(),  # type: ignore[assignment]
+    moving: Set[str] = frozenset(),
 ) -> list[Problem]:
     """Each file version against its rows (files ``gone`` are found already); ``recount``: some
     ids are stored twice, count each file's rows again to find whose. Files outside the folder
