@@ -120,9 +120,11 @@ def st_int8(settings: Any) -> Any:
     model = SentenceTransformer(settings.embed_model_path, backend="onnx", device="cpu")
     model.save_pretrained(str(folder))
     export_dynamic_quantized_onnx_model(model, recipe, str(folder))
+    # (named by its weights' type: model_qint8_avx512_vnni.onnx, but model_quint8_avx2.onnx)
+    exported = next((folder / "onnx").glob(f"model_*_{recipe}.onnx"))
     return HuggingFaceEmbedding(
         model_name=str(folder), backend="onnx", device="cpu", embed_batch_size=settings.batch_size("cpu"),
-        model_kwargs={"file_name": f"onnx/model_qint8_{recipe}.onnx"},
+        model_kwargs={"file_name": f"onnx/{exported.name}"},
     )  # fmt: skip
 
 
@@ -262,6 +264,9 @@ def main() -> None:
         print(json.dumps(row))
         return
 
+    if args.chart:
+        import matplotlib  # noqa: F401 - missing, say so now, not after an hour of runs
+
     skip = set(filter(None, args.skip.split(",")))
     files = sorted(p.absolute() for p in args.corpus.rglob("*") if p.is_file() and not p.name.startswith("."))
     files = files[:: max(1, args.every)]
@@ -287,13 +292,13 @@ def main() -> None:
                 [sys.executable, "-m", *cmd, *more], capture_output=True, text=True, check=True
             )
             rows += [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    if args.chart:
-        chart(rows, f"{args.corpus.name} ({len(files)} files)", args.chart)
     if args.json:
         for row in rows:
-            print(json.dumps(row))
-        return
-    print_rows(settings, files, rows)
+            print(json.dumps(row), flush=True)
+    else:
+        print_rows(settings, files, rows)
+    if args.chart:  # (after the rows: a missing plotting library loses no figures)
+        chart(rows, f"{args.corpus.name} ({len(files)} files)", args.chart)
 
 
 def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> None:
