@@ -8,9 +8,9 @@
                weights, the MatMuls and attention projections only (the embeddings, LayerNorm,
                softmax and GELU stay fp32), with the instruction set the CPU has (AVX-512 VNNI, AVX2
                or ARM64). Fusing first is what beats sentence-transformers' own int8 recipe, which
-               quantises the unfused graph (about 1.2x on an AVX2 CPU). A model whose fused graph
-               does not give the unfused graph's vectors is quantised unfused. ``bench.quality``
-               measures what int8 costs.
+               quantises the unfused graph (1.15x its encode on an AVX2 CPU, bench.perf). A model
+               whose fused graph does not give the unfused graph's vectors is quantised unfused.
+               ``bench.quality`` measures what int8 costs.
 ``openvino``   the fp32 export on OpenVINO's CPU runtime, in bf16 where the CPU has it
                (``ov_backend``): on such CPUs about twice the speed of ``onnx-int8``.
 
