@@ -3,14 +3,9 @@
 ``torch``      sentence-transformers on torch: CUDA (fp16, batches of 256) when a GPU is present,
                else CPU fp32.
 ``onnx``       the same model exported to ONNX (vectors equal to torch's), run by ONNX Runtime.
-``onnx-int8``  that export, its transformer blocks fused by ONNX Runtime's optimizer (attention,
-               GELU, LayerNorm: one operator each), then quantised to int8: dynamic, per-channel
-               weights, the MatMuls and attention projections only (the embeddings, LayerNorm,
-               softmax and GELU stay fp32), with the instruction set the CPU has (AVX-512 VNNI, AVX2
-               or ARM64). Fusing first is what beats sentence-transformers' own int8 recipe, which
-               quantises the unfused graph (1.15x its encode on an AVX2 CPU, bench.perf). A model
-               whose fused graph does not give the unfused graph's vectors is quantised unfused.
-               ``bench.quality`` measures what int8 costs.
+``onnx-int8``  that export with int8 dynamic quantisation: per-channel weights, MatMuls only (the
+               embeddings, LayerNorm, softmax and GELU stay fp32), with the instruction set the CPU
+               has (AVX-512 VNNI, AVX2 or ARM64). ``bench.quality`` measures what it costs.
 ``openvino``   the fp32 export on OpenVINO's CPU runtime, in bf16 where the CPU has it
                (``ov_backend``): on such CPUs about twice the speed of ``onnx-int8``.
 
@@ -38,7 +33,7 @@ from dropvec.config.settings import Settings
 log = logging.getLogger(__name__)
 
 #: Bumped when the export or quantisation recipe changes: older exports are then rebuilt.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 1
 QUANTIZED_FILE = "model_qint8.onnx"
 
 
@@ -182,89 +177,18 @@ def export_onnx(settings: Settings) -> Path:
 
 
 def _build(source: str, recipe: str, folder: Path) -> None:
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
     from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
     try:
         model = SentenceTransformer(source, backend="onnx", device="cpu")
     except Exception as exc:  # noqa: BLE001 - optimum raises many kinds for a model it cannot export
         raise ConfigError(f"cannot export embedding model {source!r} to ONNX: {exc}") from exc
     model.save_pretrained(str(folder))
-    plain = folder / "onnx" / "model.onnx"
-    fused = _fused(plain, folder)
-    try:
-        _quantize(fused or plain, folder / "onnx" / QUANTIZED_FILE, recipe)
-    finally:
-        if fused:
-            fused.unlink()
-
-
-#: Probe texts that the fused graph must embed as the unfused one does.
-_PROBES = (
-    "dropvec",
-    "The quick brown fox jumps over the lazy dog, twice; then it sleeps.",
-    "Sections 3.1-3.4 of RFC 9110 define GET, HEAD and POST. " * 8,
-)
-
-
-def _fused(plain: Path, folder: Path) -> Path | None:
-    """``plain`` with its transformer blocks fused by ONNX Runtime's optimizer, or None where the
-    optimizer fails or the fused graph's vectors differ from the unfused graph's (cosine < 0.9999)."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    target = plain.with_name("model_fused.onnx")
-    try:
-        optimize_model(
-            str(plain), model_type="bert", num_heads=0, hidden_size=0, opt_level=1
-        ).save_model_to_file(str(target))
-        worst = min(_cosines(plain, target, folder))
-    except Exception as exc:  # noqa: BLE001 - the optimizer's pattern matching raises many kinds
-        log.warning("ONNX Runtime cannot fuse this model (%s): quantising it unfused", exc)
-        target.unlink(missing_ok=True)
-        return None
-    if worst < 0.9999:
-        log.warning(
-            "the fused graph changes this model's vectors (cosine %.5f): quantising it unfused", worst
-        )
-        target.unlink()
-        return None
-    return target
-
-
-def _cosines(a: Path, b: Path, folder: Path) -> list[float]:
-    """The cosines between ``a``'s and ``b``'s mean-pooled outputs for the probe texts."""
-    import numpy as np
-    import onnxruntime
-    from transformers import AutoTokenizer
-
-    batch = AutoTokenizer.from_pretrained(str(folder))(list(_PROBES), padding=True, return_tensors="np")
-    pooled = []
-    for path in (a, b):
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = {i.name for i in session.get_inputs()}
-        hidden = session.run(None, {k: v.astype(np.int64) for k, v in batch.items() if k in names})[0]
-        mask = batch["attention_mask"][..., None]
-        vectors = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-        pooled.append(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
-    return [float(c) for c in (pooled[0] * pooled[1]).sum(axis=1)]
-
-
-def _quantize(source: Path, target: Path, recipe: str) -> None:
-    """Dynamic int8 with optimum's preset for ``recipe`` (symmetric per-channel int8 weights, uint8
-    activations; the reduced range on AVX2, where full-range weights saturate without VNNI)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        per_channel=True,
-        reduce_range=recipe == "avx2",
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Attention"],
-        # fused operators (com.microsoft) defeat ONNX shape inference: their outputs are fp32
-        extra_options={
-            "WeightSymmetric": True,
-            "ActivationSymmetric": False,
-            "DefaultTensorType": onnx.TensorProto.FLOAT,
-        },
-    )
+    preset = getattr(AutoQuantizationConfig, recipe)
+    options: dict[str, Any] = {"is_static": False, "per_channel": True, "operators_to_quantize": ["MatMul"]}
+    if recipe == "avx2":
+        options["reduce_range"] = True
+    config = preset(**options)
+    export_dynamic_quantized_onnx_model(model, config, str(folder), file_suffix="qint8")

@@ -52,30 +52,3 @@ def test_a_model_that_cannot_be_exported_falls_back_to_torch_only_under_auto(
     assert len(model.get_text_embedding("still works")) == 384
     with pytest.raises(ConfigError, match="cannot export"):
         embed.load_embedder(auto.model_copy(update={"embed_backend": "onnx-int8"}))
-
-
-def test_int8_is_quantised_fused_unless_fusing_changes_the_models_vectors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import onnx
-
-    import dropvec.workers.embed as embed
-
-    def operators(folder: Path) -> set[str]:
-        graph = onnx.load(str(folder / "onnx" / embed.QUANTIZED_FILE), load_external_data=False).graph
-        return {node.op_type for node in graph.node}
-
-    fused = {"QAttention", "SkipLayerNormalization", "EmbedLayerNormalization"}
-    settings = Settings(_env_file=None, device="cpu", log_level="WARNING")  # type: ignore[call-arg]
-    # The bundled model: its blocks fused, then quantised
-    assert fused <= operators(embed.export_onnx(settings))
-    # A model whose fused graph would embed a probe text differently: quantised as exported
-    monkeypatch.setattr(embed, "_cosines", lambda *paths: [1.0, 0.998, 1.0])
-    unfused = embed.export_onnx(settings.model_copy(update={"cache_dir": tmp_path}))
-    assert not fused & operators(unfused)
-    assert "MatMulInteger" in operators(unfused)
-    assert not (unfused / "onnx" / "model_fused.onnx").exists()
-    model = embed.load_embedder(
-        settings.model_copy(update={"cache_dir": tmp_path, "embed_backend": "onnx-int8"})
-    )
-    assert len(model.get_text_embedding("still works")) == 384
