@@ -17,8 +17,9 @@ from tokenizers import Tokenizer
 
 from dropvec.config.errors import ConfigError
 
-#: Words whose token counts a window keeps; past this the cache starts again (about 45 MB: the
-#: public corpus's 1,367 files hold 212,000 distinct words).
+#: Words whose token counts a window keeps; past this the cache starts again (about 45 MB, and as
+#: much again at most for the word pieces' cache: the public corpus's 1,367 files hold 212,000
+#: distinct words).
 CACHE_WORDS = 500_000
 #: New words tokenized in one call, at most (joined at spaces).
 ENCODE_WORDS = 512
