@@ -154,14 +154,9 @@ class AsciiWords:
                 rest.append(word)
                 continue
             cased = word.lower() if lowercase else word
-            if word.isalnum():  # one run of letters and digits: the most common word by far
-                n = pieces.get(cased)
-                if n is None:
-                    n = pieces[cased] = len(tokenize(cased))
-                known[word] = n
-                continue
+            # (one run of letters and digits, the most common word by far, needs no regex)
             total = 0
-            for piece in self.PIECES.findall(cased):
+            for piece in (cased,) if word.isalnum() else self.PIECES.findall(cased):
                 n = pieces.get(piece)
                 if n is None:
                     n = pieces[piece] = len(tokenize(piece))
