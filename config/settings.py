@@ -57,6 +57,12 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def gpu_driver_present() -> bool:
+    """Whether a GPU driver is loaded (NVIDIA's or ROCm's): torch can find no GPU without one."""
+    drivers = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # dxg: WSL
+    return any(Path(p).exists() for p in drivers)
+
+
 #: Chunks per model call by default: a CPU gains nothing past a few dozen; a GPU wants hundreds.
 CPU_BATCH, GPU_BATCH = 32, 256
 
@@ -264,6 +270,8 @@ class Settings(BaseSettings):
     def resolved_device(self) -> str:
         if self.device != "auto":
             return self.device
+        if not gpu_driver_present():
+            return "cpu"  # without importing torch (450 MB) in a process that may never need it
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"

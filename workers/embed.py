@@ -6,8 +6,10 @@
 ``onnx-int8``  that export with int8 dynamic quantisation: per-channel weights, MatMuls only (the
                embeddings, LayerNorm, softmax and GELU stay fp32), with the instruction set the CPU
                has (AVX-512 VNNI, AVX2 or ARM64). ``bench.quality`` measures what it costs.
-``openvino``   the fp32 export on OpenVINO's CPU runtime, in bf16 where the CPU has it
-               (``ov_backend``): on such CPUs about twice the speed of ``onnx-int8``.
+``openvino``   the fp32 export on OpenVINO's CPU runtime, in bf16 where the CPU has it: on such
+               CPUs about twice the speed of ``onnx-int8``.
+
+The last three run in ``encoder``, without torch: a worker on them holds about 450 MB less.
 
 ONNX exports are built from the model's own local weights, offline, once per machine, into
 ``cache_dir``: the first worker to need one builds it under a file lock while the others wait.
@@ -20,15 +22,19 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
 from dropvec.config.errors import ConfigError
 from dropvec.config.settings import Settings
+
+if TYPE_CHECKING:
+    from dropvec.workers.encoder import GraphEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -38,57 +44,59 @@ QUANTIZED_FILE = "model_qint8.onnx"
 
 
 def load_embedder(settings: Settings) -> BaseEmbedding:
-    """Load the configured model, with the thread count of one worker process."""
-    import torch
-
+    """Load the configured model, with the thread count of one worker process. The ONNX backends
+    never import torch (see ``encoder``); only ``torch`` and a first export do."""
     threads = settings.threads_per_process()
-    torch.set_num_threads(threads)
     settings.prepare_environment()
     device = settings.resolved_device()
     backend = settings.resolved_backend()
-    from llama_index.embeddings.huggingface.utils import (
-        get_query_instruct_for_model_name,
-        get_text_instruct_for_model_name,
-    )
-
-    options: dict[str, Any] = {
-        # by the configured name: an exported copy's path would lose the model's instructions
-        "query_instruction": get_query_instruct_for_model_name(settings.embed_model_path),
-        "text_instruction": get_text_instruct_for_model_name(settings.embed_model_path),
-    }
-    model_name = settings.embed_model_path
     if backend != "torch":
         if device != "cpu":
             raise ConfigError(
                 f"the {backend} backend runs on the CPU: set DROPVEC_EMBED_BACKEND=torch for {device}"
             )
         try:
-            if backend == "openvino":
-                from dropvec.workers.ov_backend import OpenVINOEmbedding
-
-                ov = OpenVINOEmbedding(
-                    export_onnx(settings), "onnx/model.onnx", threads,
-                    embed_batch_size=settings.batch_size(device), **options,
-                )  # fmt: skip
-                log.info("loaded %s (openvino) on cpu with %d threads", settings.embed_model, threads)
-                return ov
-            model_name, options["model_kwargs"] = onnx_model(settings, backend, threads)
-            options["backend"] = "onnx"
+            return graph_embedder(settings, backend, threads)
         except ConfigError as exc:
             if settings.embed_backend != "auto":
                 raise
             log.warning("%s; using the torch backend", exc)  # a model that cannot be exported
-            backend = "torch"
-    if backend == "torch" and device.startswith("cuda"):
+    return torch_embedder(settings, device, threads)
+
+
+def graph_embedder(settings: Settings, backend: str, threads: int) -> GraphEmbedding:
+    """``backend``'s engine on the model's ONNX export, exported first if need be."""
+    from dropvec.workers.encoder import OnnxRuntimeEmbedding, OpenVINOEmbedding, instructions
+
+    folder = export_onnx(settings)
+    engine = OpenVINOEmbedding if backend == "openvino" else OnnxRuntimeEmbedding
+    file_name = QUANTIZED_FILE if backend == "onnx-int8" else "model.onnx"
+    model = engine(
+        folder, f"onnx/{file_name}", threads, embed_batch_size=settings.batch_size("cpu"),
+        # by the configured name: the exported copy's path would lose the model's instructions
+        **instructions(settings.embed_model_path),
+    )  # fmt: skip
+    log.info("loaded %s (%s) on cpu with %d threads", settings.embed_model, backend, threads)
+    return model
+
+
+def torch_embedder(settings: Settings, device: str, threads: int) -> BaseEmbedding:
+    """sentence-transformers on torch, through llama-index's ``HuggingFaceEmbedding``."""
+    import torch
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    torch.set_num_threads(threads)
+    options: dict[str, Any] = {}
+    if device.startswith("cuda"):
         options["model_kwargs"] = torch_gpu_options()
     model = HuggingFaceEmbedding(
-        model_name=model_name,
+        model_name=settings.embed_model_path,
         device=device,
         embed_batch_size=settings.batch_size(device),
         normalize=True,
         **options,
     )
-    log.info("loaded %s (%s) on %s with %d threads", settings.embed_model, backend, device, threads)
+    log.info("loaded %s (torch) on %s with %d threads", settings.embed_model, device, threads)
     return model
 
 
@@ -102,35 +110,16 @@ def torch_gpu_options() -> dict[str, Any]:
 
 def embedding_dim(model: BaseEmbedding) -> int:
     """The model's output dimension, asked of the model itself."""
-    if not isinstance(model, HuggingFaceEmbedding):
-        return len(model.get_text_embedding("dimension probe"))
-    st = model._model  # sentence-transformers renamed the method (5.2); either answers the same
-    dim = (
-        st.get_embedding_dimension()
-        if hasattr(st, "get_embedding_dimension")
-        else st.get_sentence_embedding_dimension()
+    from dropvec.workers.encoder import GraphEmbedding
+
+    if isinstance(model, GraphEmbedding) and model.dimension:
+        return model.dimension
+    st = getattr(model, "_model", None)  # sentence-transformers renamed the method (5.2)
+    getter = getattr(st, "get_embedding_dimension", None) or getattr(
+        st, "get_sentence_embedding_dimension", None
     )
+    dim = getter() if getter else None
     return int(dim) if dim else len(model.get_text_embedding("dimension probe"))
-
-
-def onnx_model(settings: Settings, backend: str, threads: int) -> tuple[str, dict[str, Any]]:
-    """The exported model's folder and the ``model_kwargs`` that load ``backend`` from it."""
-    import onnxruntime
-
-    folder = export_onnx(settings)
-    session = onnxruntime.SessionOptions()
-    session.intra_op_num_threads = threads
-    session.inter_op_num_threads = 1
-    # Idle threads sleep rather than spin: on a small machine the producer and Milvus need the cores
-    # between the model's operators (measured: +7% end to end, and no loss in the model's own speed).
-    session.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    file_name = QUANTIZED_FILE if backend == "onnx-int8" else "model.onnx"
-    kwargs = {
-        "file_name": f"onnx/{file_name}",
-        "provider": "CPUExecutionProvider",
-        "session_options": session,
-    }
-    return str(folder), kwargs
 
 
 def quantization_recipe() -> str:
@@ -168,12 +157,24 @@ def export_onnx(settings: Settings) -> Path:
         log.info("exporting %s to ONNX (%s int8), once, into %s", settings.embed_model, recipe, folder)
         building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
         try:
-            _build(source, recipe, building)
+            build_elsewhere(source, recipe, building)
             shutil.rmtree(folder, ignore_errors=True)
             os.replace(building, folder)
         finally:
             shutil.rmtree(building, ignore_errors=True)
     return folder
+
+
+def build_elsewhere(source: str, recipe: str, folder: Path) -> None:
+    """Export in a child process: the export needs torch and sentence-transformers, and a worker
+    that imported them would keep their 450 MB for the rest of its life."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dropvec.workers.embed", source, recipe, str(folder)],
+        capture_output=True, text=True, check=False, env=os.environ | {"TQDM_DISABLE": "1"},
+    )  # fmt: skip
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ConfigError(lines[-1].removeprefix("dropvec.config.errors.ConfigError: "))
 
 
 def _build(source: str, recipe: str, folder: Path) -> None:
@@ -192,3 +193,7 @@ def _build(source: str, recipe: str, folder: Path) -> None:
         options["reduce_range"] = True
     config = preset(**options)
     export_dynamic_quantized_onnx_model(model, config, str(folder), file_suffix="qint8")
+
+
+if __name__ == "__main__":  # the child process of build_elsewhere: SOURCE RECIPE FOLDER
+    _build(sys.argv[1], sys.argv[2], Path(sys.argv[3]))

@@ -3,13 +3,15 @@ int8 and OpenVINO pass the quality gate (bench.quality) on the essay's labelled 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench.core import SEED
 from bench.quality import run
-from dropvec.config.settings import Settings, cpu_has_bf16
+from dropvec.config.settings import Settings, cpu_has_bf16, gpu_driver_present
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +47,44 @@ def test_a_model_that_cannot_be_exported_falls_back_to_torch_only_under_auto(
     def cannot_export(source: str, recipe: str, folder: Path) -> None:
         raise ConfigError(f"cannot export embedding model {source!r} to ONNX: unsupported")
 
-    monkeypatch.setattr(embed, "_build", cannot_export)
+    monkeypatch.setattr(embed, "build_elsewhere", cannot_export)
     auto = Settings(_env_file=None, device="cpu", cache_dir=tmp_path)  # type: ignore[call-arg]
     model = embed.load_embedder(auto)
     assert type(model._model[0].auto_model).__module__.startswith("transformers")  # torch, not ONNX
     assert len(model.get_text_embedding("still works")) == 384
     with pytest.raises(ConfigError, match="cannot export"):
         embed.load_embedder(auto.model_copy(update={"embed_backend": "onnx-int8"}))
+
+
+def test_an_export_that_fails_says_why(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")  # no model_type: transformers cannot build it
+    settings = Settings(_env_file=None, device="cpu", embed_model=str(model), embed_backend="onnx",  # type: ignore[call-arg]
+                        cache_dir=tmp_path / "cache")  # fmt: skip
+    from dropvec.config.errors import ConfigError
+    from dropvec.workers.embed import load_embedder
+
+    with pytest.raises(ConfigError, match=r"cannot export embedding model .*model_type"):
+        load_embedder(settings)
+
+
+def test_the_onnx_backends_never_import_torch(tmp_path: Path) -> None:
+    """A worker on ONNX Runtime or OpenVINO holds the runtime and the graph, not torch's 450 MB:
+    the first export runs in a child process, and the device check looks for a GPU driver first."""
+    device = "cpu" if gpu_driver_present() else "auto"  # (with a GPU, auto asks torch)
+    probe = (
+        "import sys\n"
+        "from dropvec.config.settings import Settings\n"
+        "from dropvec.workers.embed import load_embedder, embedding_dim\n"
+        "for backend in ('onnx-int8', 'onnx', 'openvino'):\n"
+        f"    s = Settings(_env_file=None, embed_backend=backend, device={device!r},\n"
+        f"                 cache_dir={str(tmp_path)!r})\n"
+        "    model = load_embedder(s)\n"
+        "    assert embedding_dim(model) == 384 == len(model.get_query_embedding('probe'))\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules)\n"
+        "print('heavy:', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "heavy: []" in done.stdout, done.stdout

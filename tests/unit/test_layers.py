@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                   "dropvec.answer", "dropvec.uploads",
                   "dropvec.producer.enqueue", "dropvec.producer.pack", "dropvec.workers.runtime")),
     ("adapters", ("dropvec.ledger", "dropvec.workers.app", "dropvec.workers.store", "dropvec.workers.embed",
-                  "dropvec.workers.rerank", "dropvec.workers.ov_backend", "dropvec.workers.loop",
+                  "dropvec.workers.rerank", "dropvec.workers.encoder", "dropvec.workers.loop",
                   "dropvec.producer.watch", "dropvec.producer.files", "dropvec.producer.read",
                   "dropvec.producer.formats", "dropvec.producer.decode")),
     ("core", ("dropvec.config", "dropvec.producer.chunk", "dropvec.producer.markup",

@@ -1,4 +1,4 @@
-"""The OpenVINO backend applies the model's own sentence-transformers pooling, or refuses."""
+"""The ONNX and OpenVINO backends apply the model's own sentence-transformers pooling, or refuse."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dropvec.config.errors import ConfigError
-from dropvec.workers.ov_backend import pooling_of
+from dropvec.workers.encoder import pooling_of
 
 
 def model_folder(tmp_path: Path, pooling: dict, extra: list[dict] = ()) -> Path:  # type: ignore[assignment]

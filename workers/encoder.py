@@ -1,0 +1,252 @@
+"""The ``onnx``, ``onnx-int8`` and ``openvino`` backends: the model's ONNX export run by ONNX Runtime
+or by OpenVINO's CPU runtime, as llama-index embedding models, without torch.
+
+sentence-transformers (and llama-index's ``HuggingFaceEmbedding`` over it) would run the same
+graph, but importing it brings torch and transformers into every worker: about 450 MB of a
+worker's memory for a model of 23 MB. Here the graph's engine, the ``tokenizers`` library and
+numpy do the whole job, and the pooling and normalisation of the model's sentence-transformers
+configuration (its ``1_Pooling`` and ``2_Normalize`` modules) are applied as it applies them.
+``bench.quality`` measures each backend against torch's vectors.
+
+OpenVINO picks the CPU's fastest precision for the fp32 graph: bf16 on CPUs that have it (AVX-512
+BF16, AMX), which matters more than int8 weights on those; fp32 on the others (and ``auto`` then
+keeps ``onnx-int8``). sentence-transformers' own OpenVINO backend needs optimum-intel, whose
+releases pin another torch and optimum; the runtime alone needs neither.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+from dropvec.config.errors import ConfigError
+
+#: Compiled kernels the OpenVINO CPU plugin keeps, one per input shape (batch × tokens). OpenVINO's
+#: default, 5,000, lets a worker grow for hours: measured on batches of random shapes, RSS went
+#: 682 → 1,105 MB in 400 batches and still climbing; with 50 it levels at about 935 MB, same speed.
+SHAPE_CACHE = 50
+
+#: Pooling modes of sentence-transformers' ``Pooling`` module that these backends apply.
+POOLING = ("mean", "cls", "max")
+
+
+def pooling_of(folder: Path) -> tuple[str, bool]:
+    """The model's pooling mode and whether it normalises, from its sentence-transformers files."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{folder} has no sentence-transformers modules.json: {exc}") from exc
+    mode, normalize = "", False
+    for module in modules:
+        kind = module.get("type", "")
+        if kind.endswith("Pooling"):
+            config = json.loads((folder / module["path"] / "config.json").read_text())
+            flags = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+                     "max": "pooling_mode_max_tokens"}  # fmt: skip
+            mode = config.get("pooling_mode") or next(
+                (m for m, flag in flags.items() if config.get(flag)), ""
+            )
+        elif kind.endswith("Normalize"):
+            normalize = True
+        elif not kind.endswith("Transformer"):
+            raise ConfigError(f"this backend cannot apply the module {kind!r} of {folder}")
+    if mode not in POOLING:
+        raise ConfigError(f"this backend cannot apply the pooling {mode!r} of {folder}")
+    return mode, normalize
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def max_seq_length(folder: Path) -> int:
+    """The tokens the model reads, as sentence-transformers sets it (what the producer cuts
+    chunks to), else the tokenizer's limit, else 512."""
+    configured = _json(folder / "sentence_bert_config.json").get("max_seq_length")
+    limit = _json(folder / "tokenizer_config.json").get("model_max_length")
+    return int(configured or (limit if isinstance(limit, int) and limit < 100_000 else 512))
+
+
+def load_tokenizer(folder: Path, max_length: int) -> Any:
+    """The model's fast tokenizer (``tokenizer.json``), set as sentence-transformers calls it:
+    truncated to ``max_length`` tokens, special tokens included, and padded to the batch's longest."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as exc:  # noqa: BLE001 - the Rust library raises its own kinds
+        raise ConfigError(f"{folder} has no fast tokenizer (tokenizer.json): {exc}") from exc
+    config = _json(folder / "tokenizer_config.json")
+    pad = config.get("pad_token") or _json(folder / "special_tokens_map.json").get("pad_token")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    pad_id = tokenizer.token_to_id(pad) if isinstance(pad, str) else None
+    tokenizer.enable_truncation(max_length, direction=config.get("truncation_side", "right"))
+    if pad_id is None:
+        raise ConfigError(f"the tokenizer of {folder} names no padding token")
+    tokenizer.enable_padding(
+        direction=config.get("padding_side", "right"), pad_id=pad_id, pad_token=pad,
+        pad_type_id=int(config.get("pad_token_type_id", 0)),
+    )  # fmt: skip
+    return tokenizer
+
+
+def _llama_index_hf_utils() -> ModuleType:
+    """llama-index's ``huggingface.utils`` (each model name's instructions), loaded from its file:
+    importing it as a module runs its package's ``__init__``, which imports sentence-transformers."""
+    spec = importlib.util.find_spec("llama_index.embeddings.huggingface")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("llama-index-embeddings-huggingface is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "utils.py"
+    utils_spec = importlib.util.spec_from_file_location("_dropvec_llama_index_hf_utils", path)
+    assert utils_spec is not None and utils_spec.loader is not None
+    module = importlib.util.module_from_spec(utils_spec)
+    utils_spec.loader.exec_module(module)
+    return module
+
+
+def instructions(model_name: str) -> dict[str, str]:
+    """The query and text instructions llama-index's ``HuggingFaceEmbedding`` puts before texts
+    for ``model_name`` (BGE and Instructor models have them; most have none)."""
+    utils = _llama_index_hf_utils()
+    return {
+        "query_instruction": utils.get_query_instruct_for_model_name(model_name),
+        "text_instruction": utils.get_text_instruct_for_model_name(model_name),
+    }
+
+
+class GraphEmbedding(BaseEmbedding):
+    """Sentence embeddings from an ONNX export, batched by length; subclasses run the graph."""
+
+    max_length: int = 512
+    query_instruction: str | None = None
+    text_instruction: str | None = None
+    dimension: int = 0
+    _tokenizer: Any = PrivateAttr()
+    _pooling: str = PrivateAttr()
+    _inputs: set[str] = PrivateAttr()
+
+    def __init__(self, folder: Path, **kwargs: Any) -> None:
+        super().__init__(model_name=str(folder), **kwargs)
+        self._pooling, _ = pooling_of(folder)
+        self.max_length = max_seq_length(folder)
+        self._tokenizer = load_tokenizer(folder, self.max_length)
+        self.dimension = int(_json(folder / "config.json").get("hidden_size") or 0)
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's first output (token embeddings, batch × tokens × dimension)."""
+        raise NotImplementedError
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # like lengths: little padding
+        out: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), self.embed_batch_size):
+            batch = order[start : start + self.embed_batch_size]
+            for i, vector in zip(batch, self._encode([texts[i] for i in batch]), strict=True):
+                out[i] = vector.tolist()
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch([t.strip() for t in texts])  # as sentence-transformers
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        tokens = self._run({k: v for k, v in feed.items() if k in self._inputs})
+        weights = mask[..., None].astype(np.float32)
+        if self._pooling == "cls":
+            pooled = tokens[:, 0]
+        elif self._pooling == "max":
+            pooled = np.where(weights > 0, tokens, -np.inf).max(axis=1)
+        else:
+            pooled = (tokens * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        # normalised whatever the model's own modules say, as the torch backend's vectors are
+        # (HuggingFaceEmbedding(normalize=True)): all share one collection
+        pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return pooled.astype(np.float32)
+
+    # the instructions go before the text as llama-index's HuggingFaceEmbedding puts them
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._embed([f"{self.query_instruction or ''} {query}".strip()])[0]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embeddings([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._embed([f"{self.text_instruction or ''} {t}".strip() for t in texts])
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+class OnnxRuntimeEmbedding(GraphEmbedding):
+    """The graph on ONNX Runtime's CPU provider."""
+
+    _session: Any = PrivateAttr()
+
+    def __init__(self, folder: Path, onnx_file: str, threads: int, **kwargs: Any) -> None:
+        import onnxruntime
+
+        super().__init__(folder, **kwargs)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Idle threads sleep rather than spin: on a small machine the producer and Milvus need the
+        # cores between the model's operators (measured: +7% end to end, no loss in the model's speed).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = onnxruntime.InferenceSession(
+            str(folder / onnx_file), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OnnxRuntimeEmbedding"
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self._session.run(None, inputs)[0])
+
+
+class OpenVINOEmbedding(GraphEmbedding):
+    """The graph on OpenVINO's CPU plugin."""
+
+    _compiled: Any = PrivateAttr()
+
+    def __init__(self, folder: Path, onnx_file: str, threads: int, **kwargs: Any) -> None:
+        import openvino
+
+        super().__init__(folder, **kwargs)
+        core = openvino.Core()
+        model = core.read_model(str(folder / onnx_file))
+        # Unpinned: a worker shares the cores with the producer, Milvus and the other workers, and
+        # OpenVINO pins each process's threads from the first core on (measured: two single-threaded
+        # workers on 2 cores ran at 95/s each pinned, 200/s each unpinned).
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": False,
+            "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE,
+        }
+        self._compiled = core.compile_model(model, "CPU", config)
+        self._inputs = {i.get_any_name() for i in self._compiled.inputs}
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OpenVINOEmbedding"
+
+    def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self._compiled(inputs)[0])
