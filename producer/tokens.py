@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -49,8 +50,8 @@ class TokenWindow:
     budget: int
     additive: bool = False
     _words: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
-    #: Counts a printable-ASCII word without the tokenizer's pipeline (BERT's WordPiece only).
-    _ascii: AsciiWords | None = field(default=None, compare=False, repr=False)
+    #: Counts words without the whole tokenizer's pipeline (BERT's only).
+    _bert: BertWords | None = field(default=None, compare=False, repr=False)
 
     def count(self, text: str) -> int:
         if self.additive:
@@ -81,8 +82,8 @@ class TokenWindow:
             if len(known) + len(missing) > CACHE_WORDS:
                 known.clear()
                 missing = list(set(words))
-            if self._ascii is not None:
-                missing = self._ascii.count(missing, known)
+            if self._bert is not None:
+                missing = self._bert.count(missing, known)
             # a few calls for all of them, each some hundreds of words joined at spaces (which an
             # additive window splits at): each call into the tokenizer costs as much as a word,
             # and one call's cost per word grows with its length (40 us a word at 60,000 words)
@@ -105,30 +106,34 @@ class TokenWindow:
         return [p for p in pieces if p.strip()]
 
 
-class AsciiWords:
-    """Token counts of words of printable ASCII, as BERT's tokenizer makes them, at a fraction of
-    its cost: the ``tokenizers`` pipeline spends most of its time on offsets and alignments that a
-    count does not need (some 2.5 us a token; its WordPiece model alone, 0.5 us a word).
+class BertWords:
+    """Token counts of words as BERT's tokenizer makes them, at a fraction of its cost: the
+    ``tokenizers`` pipeline spends most of its time on offsets and alignments that a count does
+    not need (some 2.5 us a token; its WordPiece model alone, 0.5 us a word).
 
-    For such a word BERT's normalizer only lower-cases (if it does), and its pre-tokenizer cuts it
-    into runs of letters and digits and single punctuation marks (every other printable ASCII
-    character); the WordPiece model then cuts each run. So the count is the sum of the model's
-    counts of the runs, each run counted once and remembered. Exact, by construction and by a test
-    against the whole pipeline; a word holding a special token's text (``[CLS]``), which the
-    pipeline would match whole, or any other character is left to the pipeline.
+    BERT's pipeline is a normalizer, a pre-tokenizer and the WordPiece model, each of which works
+    on one word at a time once the text is cut at whitespace. For a word of printable ASCII the
+    normalizer only lower-cases (if it does), and the pre-tokenizer cuts it into runs of letters
+    and digits and single punctuation marks (every other printable ASCII character): that is done
+    here in Python. Any other word goes through the pipeline's own normalizer and pre-tokenizer,
+    called apart (accents, CJK, control characters). Either way the model then counts each
+    piece, each piece counted once and remembered. Exact, by construction and by a test against
+    the whole pipeline; a word holding a special token's text (``[CLS]``, in any case), which the
+    pipeline would match whole, is left to the pipeline.
     """
 
     PIECES = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9]")
 
     def __init__(self, tokenizer: Tokenizer, lowercase: bool) -> None:
         self.model, self.lowercase = tokenizer.model, lowercase
+        self.normalizer, self.pre_tokenizer = tokenizer.normalizer, tokenizer.pre_tokenizer
         specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.content]
         #: A special token's text, in any case (one search a word, not one per special token).
         self.specials = re.compile("|".join(map(re.escape, specials)), re.IGNORECASE) if specials else None
         self._pieces: dict[str, int] = {}
 
     @classmethod
-    def of(cls, tokenizer: Tokenizer) -> AsciiWords | None:
+    def of(cls, tokenizer: Tokenizer) -> BertWords | None:
         """Counts for ``tokenizer`` if it is BERT's pipeline (else None: it is used whole)."""
         state = json.loads(tokenizer.to_str())
         normalizer = state.get("normalizer") or {}
@@ -142,21 +147,26 @@ class AsciiWords:
         return cls(tokenizer, bool(normalizer.get("lowercase", True)))
 
     def count(self, words: list[str], known: dict[str, int]) -> list[str]:
-        """Put the counts of the printable-ASCII ``words`` in ``known``; the others are returned."""
+        """Put the counts of ``words`` in ``known``; those holding a special token's text are
+        returned, for the whole pipeline."""
         rest = []
         pieces, tokenize = self._pieces, self.model.tokenize
         if len(pieces) > CACHE_WORDS:
             pieces.clear()
         specials, lowercase = self.specials, self.lowercase
         for word in words:
-            # (printable ASCII without a space; a special token's text in any case goes whole)
-            if not (word.isascii() and word.isprintable()) or (specials and specials.search(word)):
+            if specials and specials.search(word):
                 rest.append(word)
                 continue
-            cased = word.lower() if lowercase else word
-            # (one run of letters and digits, the most common word by far, needs no regex)
+            if word.isalnum() and word.isascii():  # (one run of letters and digits: most words)
+                runs: Iterable[str] = (word.lower() if lowercase else word,)
+            elif word.isascii() and word.isprintable():
+                runs = self.PIECES.findall(word.lower() if lowercase else word)
+            else:
+                normalized = self.normalizer.normalize_str(word)
+                runs = [p for p, _ in self.pre_tokenizer.pre_tokenize_str(normalized)]
             total = 0
-            for piece in (cased,) if word.isalnum() else self.PIECES.findall(cased):
+            for piece in runs:
                 n = pieces.get(piece)
                 if n is None:
                     n = pieces[piece] = len(tokenize(piece))
@@ -276,7 +286,7 @@ def load_window(model: str) -> TokenWindow:
     additive = splits_at_whitespace_first(tokenizer)
     return TokenWindow(
         tokenizer=tokenizer, budget=int(max_len) - specials, additive=additive,
-        _ascii=AsciiWords.of(tokenizer) if additive else None,
+        _bert=BertWords.of(tokenizer) if additive else None,
     )  # fmt: skip
 
 
