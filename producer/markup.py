@@ -1,8 +1,9 @@
 """Markdown and HTML as sections under their headings: each section's text, its heading path
 (``header_path``: ``/Title/Section/Subsection/``) and the document's title travel with every chunk.
 
-Pure functions of a document's decoded text. Markdown is parsed by ``markdown-it-py`` (CommonMark:
-a ``#`` inside a code block is no heading, underlined headings are), its text kept as written, so
+Pure functions of a document's decoded text. Markdown is parsed by cmark-gfm, CommonMark's C
+reference parser (``cmarkgfm``: a ``#`` inside a code block is no heading, underlined headings
+are), for where its headings are; its text is kept as written, so
 paragraph breaks, code and ``<angle brackets>`` survive. HTML is parsed by BeautifulSoup; scripts,
 styles and other non-text elements are dropped, block elements end paragraphs, and whitespace
 collapses as a browser collapses it.
@@ -12,14 +13,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import cache
 from typing import TYPE_CHECKING
 
 from dropvec.producer.chunk import Section
 
 if TYPE_CHECKING:
     from bs4 import PageElement, Tag
-    from markdown_it import MarkdownIt
 
 #: YAML front matter at the very top of a Markdown file (kept as text, not read as a heading).
 FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
@@ -63,12 +62,43 @@ class Headings:
         return meta
 
 
-@cache
-def _block_parser() -> MarkdownIt:
-    """The parser, made once (making one costs about a third of parsing a page)."""
-    from markdown_it import MarkdownIt
+#: In cmark's HTML with source positions: a block quote opening or closing, or a heading with its
+#: first line and column and its last line (cmark reports an underlined heading's last line
+#: one line late or more, so its underline is looked for: ``UNDERLINE``).
+MARKS = re.compile(r'<(/?)blockquote[\s>]|<h([1-6]) data-sourcepos="(\d+):(\d+)-(\d+):\d+">')
+UNDERLINE = re.compile(r"[ \t]*(?:=+|-+)[ \t]*")
 
-    return MarkdownIt("commonmark").disable(["inline", "list", "blockquote", "reference"])
+
+def _headings(lines: list[str], skip: int) -> list[tuple[int, int, int, str]]:
+    """The headings of ``lines[skip:]`` outside block quotes (those are quoted text, not the
+    document's; headings in list items count): level, first line, the line after the last (in
+    ``lines``), and the heading's text as written (inline markup kept, ``#`` marks and underline
+    left out)."""
+    from cmarkgfm import markdown_to_html
+    from cmarkgfm.cmark import Options
+
+    found, quoted = [], 0
+    rendered = markdown_to_html("\n".join(lines[skip:]), options=Options.CMARK_OPT_SOURCEPOS)
+    for m in MARKS.finditer(rendered):
+        if m.group(2) is None:
+            quoted += -1 if m.group(1) else 1
+            continue
+        if quoted:
+            continue
+        first, column, last = int(m.group(3)) - 1 + skip, int(m.group(4)) - 1, int(m.group(5)) - 1 + skip
+        start = lines[first].encode()[column:].decode(errors="replace")  # (byte columns)
+        if last == first:  # #-marked: its opening #s, then its text, then any closing #s
+            rest = start.lstrip("#")
+            end = len(rest.rstrip(" \t"))
+            closing = len(rest[:end].rstrip("#"))
+            if closing > 0 and rest[closing - 1] in " \t":
+                end = closing
+            found.append((int(m.group(2)), first, first + 1, rest[:end].strip()))
+            continue
+        under = next((i for i in range(first + 1, len(lines)) if UNDERLINE.fullmatch(lines[i])), first + 1)
+        text = "\n".join([start, *lines[first + 1 : under]]).strip()
+        found.append((int(m.group(2)), first, under + 1, text))
+    return found
 
 
 def markdown_sections(text: str) -> list[Section]:
@@ -77,16 +107,7 @@ def markdown_sections(text: str) -> list[Section]:
     front = FRONT_MATTER.match(text)
     skip = front.group().count("\n") if front else 0
     lines = text.split("\n")
-    body = "\n".join(lines[skip:])
-    # Block structure only, without lists, quotes and link references: 3x faster. (A heading
-    # inside a list item is then read as a heading too; the public corpus's 1,244 Markdown files
-    # give the same headings either way.)
-    tokens = _block_parser().parse(body)
-    heads = [
-        (int(t.tag[1]), t.map[0] + skip, t.map[1] + skip, tokens[i + 1].content.strip())
-        for i, t in enumerate(tokens)
-        if t.type == "heading_open" and t.map
-    ]
+    heads = _headings(lines, skip)
     title = next((h[3] for h in heads if h[0] == 1), "")
     headings = Headings()
     first_heading = heads[0][1] if heads else len(lines)
@@ -96,8 +117,11 @@ def markdown_sections(text: str) -> list[Section]:
         end = heads[j + 1][1] if j + 1 < len(heads) else len(lines)
         headings.enter(level, heading)
         body = "\n".join(lines[last:end]).strip("\n")
-        if body.strip():  # (a heading with nothing under it lives on in its subsections' paths)
+        if body.strip():
             sections.append(Section(f"{heading}\n\n{body}", headings.metadata(title)))
+        elif heading and not (j + 1 < len(heads) and heads[j + 1][0] > level):
+            # (one with nothing under it lives on in its subsections' paths; without any, alone)
+            sections.append(Section(heading, headings.metadata(title)))
     return packed(sections)
 
 
@@ -165,7 +189,9 @@ def _split_at_marks(flat: str, title: str) -> Iterator[Section]:
             headings.enter(int(pieces[i - 2]), pieces[i - 1])
         part = _paragraphs(pieces[i])
         heading = pieces[i - 1] if i else ""
-        if part:  # (a heading with nothing under it lives on in its subsections' paths)
+        # (a heading with nothing under it lives on in its subsections' paths; without any, alone)
+        subsections = i + 1 < len(pieces) and i and int(pieces[i + 1]) > int(pieces[i - 2])
+        if part or (heading and not subsections):
             yield Section("\n\n".join(p for p in (heading, part) if p), headings.metadata(title))
 
 
