@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,6 +119,7 @@ def st_int8(settings: Any) -> Any:
 
     recipe = quantization_recipe()
     folder = Path(tempfile.mkdtemp(prefix="dropvec-bench-st-int8-"))
+    atexit.register(shutil.rmtree, folder, True)  # (the role's process ends after its row)
     model = SentenceTransformer(settings.embed_model_path, backend="onnx", device="cpu")
     model.save_pretrained(str(folder))
     export_dynamic_quantized_onnx_model(model, recipe, str(folder))
