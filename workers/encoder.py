@@ -72,10 +72,12 @@ def _json(path: Path) -> dict[str, Any]:
 
 def max_seq_length(folder: Path) -> int:
     """The tokens the model reads, as sentence-transformers sets it (what the producer cuts
-    chunks to), else the tokenizer's limit, else 512."""
+    chunks to), else the lower of the tokenizer's limit and the model's positions, else 512."""
     configured = _json(folder / "sentence_bert_config.json").get("max_seq_length")
     limit = _json(folder / "tokenizer_config.json").get("model_max_length")
-    return int(configured or (limit if isinstance(limit, int) and limit < 100_000 else 512))
+    positions = _json(folder / "config.json").get("max_position_embeddings")
+    known = [c for c in (limit, positions) if isinstance(c, int) and 0 < c < 100_000]
+    return int(configured or (min(known) if known else 512))
 
 
 def load_tokenizer(folder: Path, max_length: int) -> Any:

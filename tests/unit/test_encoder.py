@@ -45,3 +45,15 @@ def test_a_module_it_cannot_apply_is_refused(tmp_path: Path) -> None:
         pooling_of(model_folder(tmp_path, {"pooling_mode": "mean"}, [dense]))
     with pytest.raises(ConfigError, match="no sentence-transformers modules.json"):
         pooling_of(tmp_path / "missing")
+
+
+def test_the_window_is_sentence_transformers_else_the_lower_of_tokenizer_and_positions(
+    tmp_path: Path) -> None:
+    from dropvec.workers.encoder import max_seq_length
+
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 10**30}))
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 514}))
+    assert max_seq_length(tmp_path) == 514  # (a tokenizer that names no limit of its own)
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
+    assert max_seq_length(tmp_path) == 256
+    assert max_seq_length(tmp_path / "missing") == 512
