@@ -48,7 +48,8 @@ def test_a_module_it_cannot_apply_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_window_is_sentence_transformers_else_the_lower_of_tokenizer_and_positions(
-    tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from dropvec.workers.encoder import max_seq_length
 
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 10**30}))
