@@ -17,6 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from dropvec.config.errors import ConfigError
+from dropvec.config.models import window_length
 
 #: Words whose token counts a window keeps; past this the cache starts again (about 45 MB, and as
 #: much again at most for the word pieces' cache: the public corpus's 1,367 files hold 212,000
@@ -271,12 +272,11 @@ def load_window(model: str) -> TokenWindow:
     try:
         found = _model_file(model, "tokenizer.json")
         tokenizer = Tokenizer.from_file(str(found)) if found else _converted(model)
-        st_config = _read_json(model, "sentence_bert_config.json")
-        max_len = st_config.get("max_seq_length")
-        if not max_len:
-            model_max = _read_json(model, "tokenizer_config.json").get("model_max_length")
-            positions = _read_json(model, "config.json").get("max_position_embeddings")
-            max_len = min(c for c in (model_max, positions, 1_000_000) if isinstance(c, int) and c > 0)
+        max_len = window_length(
+            _read_json(model, "sentence_bert_config.json"),
+            _read_json(model, "tokenizer_config.json"),
+            _read_json(model, "config.json"),
+        )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the tokenizer of embedding model {model!r}: {exc}") from exc
     tokenizer.no_truncation()

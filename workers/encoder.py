@@ -27,6 +27,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from dropvec.config.errors import ConfigError
+from dropvec.config.models import window_length
 
 #: Compiled kernels the OpenVINO CPU plugin keeps, one per input shape (batch × tokens). OpenVINO's
 #: default, 5,000, lets a worker grow for hours: measured on batches of random shapes, RSS went
@@ -71,13 +72,9 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def max_seq_length(folder: Path) -> int:
-    """The tokens the model reads, as sentence-transformers sets it (what the producer cuts
-    chunks to), else the lower of the tokenizer's limit and the model's positions, else 512."""
-    configured = _json(folder / "sentence_bert_config.json").get("max_seq_length")
-    limit = _json(folder / "tokenizer_config.json").get("model_max_length")
-    positions = _json(folder / "config.json").get("max_position_embeddings")
-    known = [c for c in (limit, positions) if isinstance(c, int) and 0 < c < 100_000]
-    return int(configured or (min(known) if known else 512))
+    """The tokens the model in ``folder`` reads: the producer's rule (``window_length``)."""
+    names = ("sentence_bert_config.json", "tokenizer_config.json", "config.json")
+    return window_length(*(_json(folder / name) for name in names))
 
 
 def load_tokenizer(folder: Path, max_length: int) -> Any:

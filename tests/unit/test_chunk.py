@@ -299,3 +299,13 @@ def test_a_long_paragraph_is_cut_at_sentences_within_the_size_and_loses_no_word(
     assert " ".join(pieces[0][0].split()) == " ".join(words[: len(pieces[0][0].split())])
     seen = [w for p, _ in pieces for w in p.split()]
     assert set(words) <= set(seen) and len(words) <= len(seen) <= len(words) + len(pieces) * overlap
+
+
+def test_window_length_rule() -> None:
+    from dropvec.config.models import window_length
+
+    st, tok, model = {"max_seq_length": 256}, {"model_max_length": 512}, {"max_position_embeddings": 514}
+    assert window_length(st, tok, model) == 256  # what sentence-transformers sets comes first
+    assert window_length({}, tok, model) == 512  # else the lower of the two limits
+    assert window_length({}, {"model_max_length": int(1e30)}, model) == 514  # "no limit" is none
+    assert window_length({}, {}, {}) == 512
