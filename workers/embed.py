@@ -17,6 +17,7 @@ ONNX exports are built from the model's own local weights, offline, once per mac
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import logging
 import os
@@ -25,6 +26,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 #: Bumped when the export or quantisation recipe changes: older exports are then rebuilt.
 RECIPE_VERSION = 1
 QUANTIZED_FILE = "model_qint8.onnx"
+#: An export of the same model that no worker on this machine loaded for this long is removed
+#: when a new one is built (a new dropvec recipe, the model's files reinstalled).
+STALE_EXPORT_SECONDS = 30 * 24 * 3600
 
 
 def load_embedder(settings: Settings) -> BaseEmbedding:
@@ -147,6 +153,7 @@ def export_onnx(settings: Settings) -> Path:
     key = hashlib.sha256("\0".join(stamp).encode()).hexdigest()[:16]
     folder = settings.cache_dir / "onnx" / f"{Path(source).name}-{key}"
     if (folder / "onnx" / QUANTIZED_FILE).exists():
+        _used(folder)
         return folder
     from filelock import FileLock
 
@@ -162,7 +169,37 @@ def export_onnx(settings: Settings) -> Path:
             os.replace(building, folder)
         finally:
             shutil.rmtree(building, ignore_errors=True)
+    prune_exports(folder)
     return folder
+
+
+def _used(folder: Path) -> None:
+    """Mark an export as loaded now (its folder's time), so that pruning keeps it."""
+    with suppress(OSError):
+        os.utime(folder)
+
+
+def prune_exports(kept: Path, max_idle: float = STALE_EXPORT_SECONDS) -> list[Path]:
+    """Remove the exports of ``kept``'s model (its siblings of the same name) that no worker
+    loaded for ``max_idle`` seconds; one being built (its lock held) is left. Returns the removed."""
+    from filelock import FileLock, Timeout
+
+    name = kept.name.rpartition("-")[0]
+    removed = []
+    for other in kept.parent.glob(f"{glob.escape(name)}-*"):
+        if other == kept or not other.is_dir() or other.name.rpartition("-")[0] != name:
+            continue
+        try:
+            if time.time() - other.stat().st_mtime < max_idle:
+                continue
+            with FileLock(f"{other}.lock", timeout=0):
+                shutil.rmtree(other)
+            Path(f"{other}.lock").unlink(missing_ok=True)
+        except (OSError, Timeout):
+            continue  # in use, being built, or not ours to remove: left as it is
+        log.info("removed an export no worker loaded for %d days: %s", max_idle // 86400, other)
+        removed.append(other)
+    return removed
 
 
 def build_elsewhere(source: str, recipe: str, folder: Path) -> None:

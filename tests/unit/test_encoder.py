@@ -58,3 +58,28 @@ def test_the_window_is_sentence_transformers_else_the_lower_of_tokenizer_and_pos
     (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
     assert max_seq_length(tmp_path) == 256
     assert max_seq_length(tmp_path / "missing") == 512
+
+
+def test_exports_of_the_same_model_unused_for_a_month_are_pruned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from dropvec.workers.embed import STALE_EXPORT_SECONDS, prune_exports
+
+    def export(name: str, idle_days: float) -> Path:
+        folder = tmp_path / name
+        (folder / "onnx").mkdir(parents=True)
+        (folder / "onnx" / "model.onnx").write_bytes(b"graph")
+        then = time.time() - idle_days * 86400
+        os.utime(folder, (then, then))
+        return folder
+
+    kept = export("all-MiniLM-L6-v2-aaaa", 0)
+    stale = export("all-MiniLM-L6-v2-bbbb", 31)
+    (tmp_path / "all-MiniLM-L6-v2-bbbb.lock").touch()
+    recent = export("all-MiniLM-L6-v2-cccc", 29)  # (another install may still load it)
+    other_model = export("all-MiniLM-L6-v2-extra-dddd", 90)  # not this model's
+    assert STALE_EXPORT_SECONDS == 30 * 86400
+    assert prune_exports(kept) == [stale]
+    assert not stale.exists() and not (tmp_path / "all-MiniLM-L6-v2-bbbb.lock").exists()
+    assert kept.exists() and recent.exists() and other_model.exists()
