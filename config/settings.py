@@ -113,7 +113,10 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dropvec",
-        description="Where ONNX exports of the model are built, once per machine",
+        description=(
+            "Where ONNX exports of the model are built, once per machine; a new one removes the same"
+            " model's exports that no worker loaded for 30 days"
+        ),
     )
     torch_threads: int = Field(0, ge=0, description="Threads per worker process; 0 = cores/workers")
     embed_batch_size: int = Field(

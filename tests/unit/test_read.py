@@ -1,4 +1,4 @@
-"""Reading: supported types through llama-index readers, one clear reason for everything else."""
+"""Reading: supported types through the producer's readers, one clear reason for everything else."""
 
 from __future__ import annotations
 
