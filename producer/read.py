@@ -250,4 +250,3 @@ def _attachment(name: str, data: bytes, ocr: Ocr) -> list[Section]:
         path = Path(folder) / f"attachment{suffix}"
         path.write_bytes(data)
         return list(read_sections(path, ocr))
-
