@@ -63,7 +63,8 @@ def test_an_underlined_heading_right_before_the_next_heading_keeps_its_own_lines
     # (cmark reports such a heading's last line one line late: the next heading's)
     sections = markdown_sections("Setext\n===\nunder\n## Next ##\nmore\n")
     assert [(s.text, s.metadata["header_path"]) for s in sections] == [
-        ("Setext\n\nunder", "/Setext/"), ("Next\n\nmore", "/Setext/Next/")
+        ("Setext\n\nunder", "/Setext/"),
+        ("Next\n\nmore", "/Setext/Next/"),
     ]
 
 
@@ -86,9 +87,12 @@ heading, <b>bold</b>.</p><!-- a comment -->
 def test_html_sections_follow_the_headings_without_scripts_or_styles() -> None:
     sections = html_sections(HTML)
     assert [s.metadata.get("header_path") for s in sections] == [
-        None, "/Otters everywhere/", "/Otters everywhere/Food∕drink/",
-        "/Otters everywhere/Food∕drink/Nothing under it/", "/Otters everywhere/Dens/",
-    ]  # fmt: skip (a heading with nothing under it and no subsections: its own section)
+        None,
+        "/Otters everywhere/",
+        "/Otters everywhere/Food∕drink/",
+        "/Otters everywhere/Food∕drink/Nothing under it/",
+        "/Otters everywhere/Dens/",
+    ]  # (a heading with nothing under it and no subsections: its own section)
     assert {s.metadata["title"] for s in sections} == {"Otter guide"}
     assert sections[0].text == "Home\n\nBefore the heading, bold."
     assert sections[1].text == "Otters everywhere\n\nRivers.\n\nSea\nshore"
