@@ -69,7 +69,8 @@ def encode_seconds(model: Any, texts: list[str], warm_up: int = 64) -> float:
 
 
 class PeakRss(threading.Thread):
-    """Peak RSS in MB of processes (each with its children), sampled every 0.1 s."""
+    """Peak RSS in MB of the highest of processes (each with its children), sampled every 0.1 s:
+    for several workers, one worker's peak."""
 
     def __init__(self, pids: list[int]) -> None:
         super().__init__(daemon=True)
@@ -96,7 +97,8 @@ def end_to_end(
     settings: Any, files: list[Path], workers: int, root: Path, first: int = 0
 ) -> tuple[int, float, float]:
     """Enqueue ``files`` and wait until every chunk is written, with ``workers`` warm processes
-    (numbered from ``first``): chunks, seconds, and the workers' peak RSS in MB, all together."""
+    (numbered from ``first``): chunks, seconds, and the highest peak RSS in MB of one worker
+    (with its children)."""
     from dropvec.producer.enqueue import Producer
     from dropvec.stack import start_workers
     from dropvec.status import live_workers

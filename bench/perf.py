@@ -18,7 +18,7 @@ The peers are given the documents as dropvec reads them (both 10-Ks are encrypte
 damaged: llama-index's own PDF reader gets no text from them); their reading time is measured
 and reported beside their pipeline time, and counted in their corpus seconds, as dropvec's is.
 Each system runs in a process of its own, whose peak RSS (with its children) is sampled every
-0.1 s. ``--systems`` picks rows (default: all); ``--chart FILE`` draws chunks/s per system and
+0.1 s; dropvec's row gives one worker process's peak (the higher of the two). ``--systems`` picks rows (default: all); ``--chart FILE`` draws chunks/s per system and
 the ceiling (matplotlib, the ``bench`` extra).
 
 The ceiling and dropvec rows are measured ``--repeat`` times (default 3), in turns, and each gives
@@ -192,7 +192,7 @@ def dropvec_end_to_end(
         "system": f"dropvec end to end, {workers} worker {noun}" + (f" ({label})" if label else ""),
         "chunks": chunks,
         "seconds": seconds,
-        "peak_rss_mb": round(peak / workers),  # per worker process
+        "peak_rss_mb": round(peak),  # one worker process's
         "producer_peak_rss_mb": round(psutil.Process().memory_info().rss / 2**20),
     }
 
