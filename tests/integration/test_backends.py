@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.core import SEED
@@ -28,6 +29,21 @@ def test_onnx_matches_torch_and_int8_and_openvino_keep_retrieval_quality() -> No
     assert int8["gate_holds"], int8  # recall@5 within 1 point of fp32's
     assert ov["cosine_to_reference_mean"] > 0.99  # (bf16 where the CPU has it, else fp32)
     assert ov["gate_holds"], ov
+
+
+@pytest.mark.parametrize("backend", ["onnx-int8", "openvino"])
+def test_a_texts_vector_does_not_depend_on_the_texts_beside_it(backend: str) -> None:
+    # Nothing is padded: texts of other lengths run apart (an int8 graph quantises each run's
+    # activations by their own range, so padding or neighbours would change a text's vector)
+    from dropvec.workers.embed import load_embedder
+
+    settings = Settings(_env_file=None, log_level="WARNING", embed_backend=backend)  # type: ignore[call-arg]
+    model = load_embedder(settings)
+    texts = ["Otters.", "Sea otters hold hands while they sleep.", "word " * 400, "Otters."]
+    together = np.array(model.get_text_embedding_batch(texts))
+    alone = np.array([model.get_text_embedding(t) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert together.shape == (4, 384)
 
 
 def test_default_backend_on_a_cpu() -> None:
