@@ -18,8 +18,9 @@ The peers are given the documents as dropvec reads them (both 10-Ks are encrypte
 damaged: llama-index's own PDF reader gets no text from them); their reading time is measured
 and reported beside their pipeline time, and counted in their corpus seconds, as dropvec's is.
 Each system runs in a process of its own, whose peak RSS (with its children) is sampled every
-0.1 s; dropvec's row gives one worker process's peak (the higher of the two). ``--systems`` picks rows (default: all); ``--chart FILE`` draws chunks/s per system and
-the ceiling (matplotlib, the ``bench`` extra).
+0.1 s; dropvec's row gives one worker process's peak (the higher of the two). ``--systems``
+picks rows (default: all); ``--chart FILE`` draws chunks/s per system and the ceiling
+(matplotlib, the ``bench`` extra).
 
 The ceiling and dropvec rows are measured ``--repeat`` times (default 3), in turns, and each gives
 its median run (all runs are listed): a shared machine's speed drifts by some 5% from one minute
