@@ -159,18 +159,16 @@ class GraphEmbedding(BaseEmbedding):
     def _encode(self, encodings: list[Any]) -> np.ndarray:
         """Pooled, normalised vectors of encodings of one length."""
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": mask}
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}  # (one length: no padding)
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         tokens = self._run({k: v for k, v in feed.items() if k in self._inputs})
-        weights = mask[..., None].astype(np.float32)
         if self._pooling == "cls":
             pooled = tokens[:, 0]
         elif self._pooling == "max":
-            pooled = np.where(weights > 0, tokens, -np.inf).max(axis=1)
+            pooled = tokens.max(axis=1)
         else:
-            pooled = (tokens * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            pooled = tokens.mean(axis=1)
         # normalised whatever the model's own modules say, as the torch backend's vectors are
         # (HuggingFaceEmbedding(normalize=True)): all share one collection
         pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
