@@ -2,7 +2,7 @@
 on the same corpus, model and Milvus, in one run.
 
     .venv/bin/python -m bench.perf [--corpus DIR] [--repeat N] [--json] [--skip quality,store,big]
-        [--systems ceiling,st-int8,dropvec,...] [--every N] [--chart docs/perf.svg]
+        [--systems ceiling,st-int8,dropvec,...] [--every N] [--peer-batch N] [--chart docs/perf.svg]
 
 Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, peak RSS):
 - ceiling: the default backend's own encode of dropvec's chunks (``get_text_embedding_batch``);
@@ -13,7 +13,9 @@ Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, pe
 - LlamaIndex ``IngestionPipeline.arun`` (``SentenceSplitter`` + ``HuggingFaceEmbedding``, into
   ``MilvusVectorStore``) on torch and on that int8 recipe (the strongest configuration a skilled
   user would run), and the tutorial's ``VectorStoreIndex.from_documents(use_async=True)`` on
-  torch, all with the same chunk size as dropvec.
+  torch, all with the same chunk size as dropvec. The peers embed ``--peer-batch`` chunks a call
+  (default: dropvec's batch, 32). sentence-transformers pads a batch to its longest text; at
+  batch 1 nothing is padded, which on a CPU is the recipe's fastest (docs/benchmarks.md).
 The peers are given the documents as dropvec reads them (both 10-Ks are encrypted, and one is
 damaged: llama-index's own PDF reader gets no text from them); their reading time is measured
 and reported beside their pipeline time, and counted in their corpus seconds, as dropvec's is.
@@ -71,9 +73,10 @@ PEERS = {
 SYSTEMS = ("ceiling", "st-int8", "dropvec", "dropvec-1", *PEERS)
 
 
-def in_own_process(role: str, settings: Any, files: list[Path]) -> dict[str, Any]:
+def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int = 0) -> dict[str, Any]:
     """Run ``role`` (ceiling or a peer) in a new process; its JSON row with its peak RSS."""
-    cmd = [sys.executable, "-m", "bench.perf", "--role", role, "--files", *map(str, files)]
+    cmd = [sys.executable, "-m", "bench.perf", "--role", role, "--peer-batch", str(peer_batch)]
+    cmd += ["--files", *map(str, files)]
     proc = subprocess.Popen(cmd, env={**os.environ, **settings.to_env()}, stdout=subprocess.PIPE, text=True)
     sampler = PeakRss([proc.pid])
     out, _ = proc.communicate()
@@ -108,7 +111,7 @@ def role_ceiling(settings: Any, files: list[Path]) -> dict[str, Any]:
     }
 
 
-def st_int8(settings: Any) -> Any:
+def st_int8(settings: Any, batch: int) -> Any:
     """``HuggingFaceEmbedding`` on sentence-transformers' own int8 recipe for this CPU, exported
     (untimed) into a folder of its own: what the sentence-transformers efficiency guide has a
     LlamaIndex user run."""
@@ -127,18 +130,19 @@ def st_int8(settings: Any) -> Any:
     # (named by its weights' type: model_qint8_avx512_vnni.onnx, but model_quint8_avx2.onnx)
     exported = next((folder / "onnx").glob(f"model_*_{recipe}.onnx"))
     return HuggingFaceEmbedding(
-        model_name=str(folder), backend="onnx", device="cpu", embed_batch_size=settings.batch_size("cpu"),
+        model_name=str(folder), backend="onnx", device="cpu", embed_batch_size=batch,
         model_kwargs={"file_name": f"onnx/{exported.name}"},
     )  # fmt: skip
 
 
-def role_st_int8(settings: Any, files: list[Path]) -> dict[str, Any]:
+def role_st_int8(settings: Any, files: list[Path], batch: int) -> dict[str, Any]:
     texts = chunk_texts(settings, files)
-    seconds = encode_seconds(st_int8(settings), texts)
-    return {"system": "sentence-transformers int8 recipe encode", "chunks": len(texts), "seconds": seconds}
+    seconds = encode_seconds(st_int8(settings, batch), texts)
+    system = f"sentence-transformers int8 recipe encode, batch {batch}"
+    return {"system": system, "chunks": len(texts), "seconds": seconds}
 
 
-def role_peer(settings: Any, files: list[Path], role: str) -> dict[str, Any]:
+def role_peer(settings: Any, files: list[Path], role: str, batch: int) -> dict[str, Any]:
     from llama_index.core import Settings as LlamaSettings
     from llama_index.core import StorageContext, VectorStoreIndex
     from llama_index.core.ingestion import IngestionPipeline
@@ -147,9 +151,12 @@ def role_peer(settings: Any, files: list[Path], role: str) -> dict[str, Any]:
     from llama_index.vector_stores.milvus import MilvusVectorStore
 
     if role == "pipeline-int8":
-        embed = st_int8(settings)
+        embed = st_int8(settings, batch)
     else:
-        embed = HuggingFaceEmbedding(model_name=settings.embed_model_path, device=settings.resolved_device())
+        device = settings.resolved_device()
+        embed = HuggingFaceEmbedding(
+            model_name=settings.embed_model_path, device=device, embed_batch_size=batch
+        )
     began = time.perf_counter()
     docs = documents(files)
     read_seconds = time.perf_counter() - began
@@ -176,7 +183,7 @@ def role_peer(settings: Any, files: list[Path], role: str) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     store.client.drop_collection("bench_peer")
     return {
-        "system": PEERS[role], "chunks": chunks, "seconds": read_seconds + seconds,
+        "system": f"{PEERS[role]}, batch {batch}", "chunks": chunks, "seconds": read_seconds + seconds,
         "pipeline_seconds": seconds, "read_seconds": read_seconds,
     }  # fmt: skip
 
@@ -199,7 +206,12 @@ def dropvec_end_to_end(
 
 
 def throughput(
-    settings: Any, files: list[Path], root: Path, repeat: int = 1, systems: tuple[str, ...] = SYSTEMS
+    settings: Any,
+    files: list[Path],
+    root: Path,
+    repeat: int = 1,
+    systems: tuple[str, ...] = SYSTEMS,
+    peer_batch: int = 0,
 ) -> list[dict[str, Any]]:
     default = settings.worker_processes()
     measured: list[Callable[[], dict[str, Any]]] = []
@@ -216,10 +228,13 @@ def throughput(
         for system, done in zip(measured, runs, strict=True):
             done.append(system())
     rows = [median_run(done) for done in runs]
-    rows += [in_own_process(role, settings, files) for role in ("st-int8", *PEERS) if role in systems]
+    peer_batch = peer_batch or settings.batch_size()
+    rows += [
+        in_own_process(role, settings, files, peer_batch) for role in ("st-int8", *PEERS) if role in systems
+    ]
     for row in rows:
         row["chunks_per_s"] = row["chunks"] / row["seconds"]
-    peers = [r["chunks_per_s"] for r in rows if r["system"] in PEERS.values()]
+    peers = [r["chunks_per_s"] for r in rows if r["system"].startswith(tuple(PEERS.values()))]
     ceiling = next((r["chunks_per_s"] for r in rows if r["system"].startswith("ceiling")), None)
     for row in rows:
         row["ratio_to_best_peer"] = row["chunks_per_s"] / max(peers) if peers else None
@@ -249,6 +264,9 @@ def main() -> None:
     parser.add_argument(
         "--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}"
     )
+    parser.add_argument(
+        "--peer-batch", type=int, default=0, help="chunks per model call in the peers (default: dropvec's)"
+    )
     parser.add_argument("--chart", type=Path, help="draw chunks/s per system into this SVG or PNG file")
     parser.add_argument("--role", choices=["ceiling", "st-int8", *PEERS], help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
@@ -262,9 +280,9 @@ def main() -> None:
         if args.role == "ceiling":
             row = role_ceiling(settings, args.files)
         elif args.role == "st-int8":
-            row = role_st_int8(settings, args.files)
+            row = role_st_int8(settings, args.files, args.peer_batch)
         else:
-            row = role_peer(settings, args.files, args.role)
+            row = role_peer(settings, args.files, args.role, args.peer_batch)
         print(json.dumps(row))
         return
 
@@ -279,7 +297,7 @@ def main() -> None:
     services = start_services(settings)
     try:
         systems = tuple(filter(None, args.systems.split(",")))
-        rows = throughput(settings, files, root, max(1, args.repeat), systems)
+        rows = throughput(settings, files, root, max(1, args.repeat), systems, args.peer_batch)
     finally:
         for s in reversed(services):
             s.stop()
