@@ -5,7 +5,10 @@ on the same corpus, model and Milvus, in one run.
         [--systems ceiling,st-int8,dropvec,...] [--every N] [--peer-batch N] [--chart docs/perf.svg]
 
 Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, peak RSS):
-- ceiling: the default backend's own encode of dropvec's chunks (``get_text_embedding_batch``);
+- ceiling: the default backend's own encode of dropvec's chunks (``get_text_embedding_batch``),
+  laid out as ``up`` lays out its workers (on 2 cores: 2 processes of 1 thread, each encoding
+  every other batch; the rows' "/ceiling" is against it); ``ceiling-1``: the same in one process
+  with every core's threads, as the peers run;
 - the sentence-transformers int8 recipe's encode of the same chunks (``export_dynamic_quantized_
   onnx_model(model, "avx512_vnni")`` loaded by ``HuggingFaceEmbedding(backend="onnx")``);
 - dropvec end to end (``ingest`` to the last chunk written) with the default ``up`` layout and
@@ -70,7 +73,7 @@ PEERS = {
     "pipeline-int8": "llamaindex IngestionPipeline.arun (ST int8 ONNX recipe)",
     "tutorial": "llamaindex VectorStoreIndex.from_documents(use_async) (torch)",
 }
-SYSTEMS = ("ceiling", "st-int8", "dropvec", "dropvec-1", *PEERS)
+SYSTEMS = ("ceiling", "ceiling-1", "st-int8", "dropvec", "dropvec-1", *PEERS)
 
 
 def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int = 0) -> dict[str, Any]:
@@ -98,17 +101,65 @@ def documents(files: list[Path]) -> list[Any]:
     ]
 
 
-def role_ceiling(settings: Any, files: list[Path]) -> dict[str, Any]:
-    """The default backend's encode of dropvec's own chunks, in the worker's batches."""
+def ceiling_in_layout(settings: Any, files: list[Path], processes: int) -> dict[str, Any]:
+    """The ceiling laid out as ``up`` lays out its workers: ``processes`` processes of
+    ``threads_per_process(processes)`` threads, batch i of the chunks to process i mod n (as tasks
+    spread over workers). Each loads its model and chunks, then all start together; the seconds
+    run from the first start to the last end. Peak RSS: the highest process's."""
+    env = {**os.environ, **settings.to_env()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.perf", "--role", "ceiling", "--share", f"{i}/{processes}"]
+            + ["--files", *map(str, files)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(processes)
+    ]
+    sampler = PeakRss([p.pid for p in procs])
+    for proc in procs:  # each says when its model is loaded and warm
+        assert proc.stdout is not None and proc.stdin is not None
+        while (line := proc.stdout.readline()) and line.strip() != "ready":
+            pass
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outs = [proc.communicate()[0] for proc in procs]
+    peak = sampler.stop()
+    if any(proc.returncode for proc in procs):
+        raise SystemExit(f"the ceiling failed: exit codes {[proc.returncode for proc in procs]}")
+    shares = [json.loads(out.strip().splitlines()[-1]) for out in outs]
+    threads = settings.threads_per_process(processes)
+    layout = (
+        f"{processes} process{'es' if processes > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+    )
+    return {
+        "system": f"ceiling: {settings.resolved_backend()} encode, {layout}",
+        "key": "ceiling" if processes == settings.worker_processes() else "ceiling-1",
+        "chunks": sum(s["chunks"] for s in shares),
+        "seconds": max(s["end"] for s in shares) - min(s["start"] for s in shares),
+        "peak_rss_mb": round(peak),
+    }
+
+
+def role_ceiling(settings: Any, files: list[Path], share: str) -> dict[str, Any]:
+    """Share ``i/n`` of the ceiling: every n-th batch of dropvec's chunks from the i-th, encoded
+    in the worker's batches, once the parent says go (see ``ceiling_in_layout``)."""
     from dropvec.workers.embed import load_embedder
 
-    texts = chunk_texts(settings, files)
-    seconds = encode_seconds(load_embedder(settings), texts)
-    return {
-        "system": f"ceiling: {settings.resolved_backend()} encode",
-        "chunks": len(texts),
-        "seconds": seconds,
-    }
+    i, n = map(int, share.split("/"))
+    texts, batch = chunk_texts(settings, files), settings.batch_size("cpu")
+    mine = [t for first in range(i * batch, len(texts), n * batch) for t in texts[first : first + batch]]
+    model = load_embedder(settings.model_copy(update={"torch_threads": settings.threads_per_process(n)}))
+    model.get_text_embedding_batch(mine[:64])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.time()
+    model.get_text_embedding_batch(mine)
+    return {"chunks": len(mine), "start": start, "end": time.time()}
 
 
 def st_int8(settings: Any, batch: int) -> Any:
@@ -216,7 +267,9 @@ def throughput(
     default = settings.worker_processes()
     measured: list[Callable[[], dict[str, Any]]] = []
     if "ceiling" in systems:
-        measured.append(partial(in_own_process, "ceiling", settings, files))
+        measured.append(partial(ceiling_in_layout, settings, files, default))
+    if "ceiling-1" in systems and default != 1:
+        measured.append(partial(ceiling_in_layout, settings, files, 1))
     if "dropvec" in systems:
         measured.append(
             partial(dropvec_end_to_end, settings, files, default, root, label="default `up` layout")
@@ -235,7 +288,7 @@ def throughput(
     for row in rows:
         row["chunks_per_s"] = row["chunks"] / row["seconds"]
     peers = [r["chunks_per_s"] for r in rows if r["system"].startswith(tuple(PEERS.values()))]
-    ceiling = next((r["chunks_per_s"] for r in rows if r["system"].startswith("ceiling")), None)
+    ceiling = next((r["chunks_per_s"] for r in rows if r.get("key") == "ceiling"), None)
     for row in rows:
         row["ratio_to_best_peer"] = row["chunks_per_s"] / max(peers) if peers else None
         row["ratio_to_ceiling"] = row["chunks_per_s"] / ceiling if ceiling else None
@@ -270,6 +323,7 @@ def main() -> None:
     parser.add_argument("--chart", type=Path, help="draw chunks/s per system into this SVG or PNG file")
     parser.add_argument("--role", choices=["ceiling", "st-int8", *PEERS], help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--share", default="0/1", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     from dropvec.config.settings import Settings
@@ -278,7 +332,7 @@ def main() -> None:
         settings = Settings()
         settings.prepare_environment()
         if args.role == "ceiling":
-            row = role_ceiling(settings, args.files)
+            row = role_ceiling(settings, args.files, args.share)
         elif args.role == "st-int8":
             row = role_st_int8(settings, args.files, args.peer_batch)
         else:
@@ -371,8 +425,8 @@ def chart(rows: list[dict[str, Any]], corpus: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     timed = [r for r in rows if "seconds" in r and "chunks_per_s" in r]  # (not the quality rows)
-    bars = [r for r in timed if not r["system"].startswith("ceiling")]
-    ceiling = next((r for r in rows if r["system"].startswith("ceiling")), None)
+    bars = [r for r in timed if r.get("key") != "ceiling"]
+    ceiling = next((r for r in rows if r.get("key") == "ceiling"), None)
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(bars) + 1.6))
     colours = ["#2b6cb0" if r["system"].startswith("dropvec") else "#a0aec0" for r in bars]
     ax.barh([r["system"] for r in bars], [r["chunks_per_s"] for r in bars], color=colours)
