@@ -130,7 +130,9 @@ class WorkerRuntime:
                 pending.append(self.loop.submit(self.writer.write(ready, maybe_stored=again)))
 
         write(set(vectors))
-        keys = sorted(todo, key=lambda h: len(todo[h]))  # batches of like length: little padding
+        # batches of like length: torch pads a batch to its longest text; the graph engines pad
+        # nothing and run texts of one token count together (encoder)
+        keys = sorted(todo, key=lambda h: len(todo[h]))
         size = getattr(self.embedder, "embed_batch_size", 0) or self.settings.batch_size()
         for start in range(0, len(keys), size):
             batch = keys[start : start + size]
