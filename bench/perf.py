@@ -151,7 +151,7 @@ def role_ceiling(settings: Any, files: list[Path], share: str) -> dict[str, Any]
     from dropvec.workers.embed import load_embedder
 
     i, n = map(int, share.split("/"))
-    texts, batch = chunk_texts(settings, files), settings.batch_size("cpu")
+    texts, batch = chunk_texts(settings, files), settings.batch_size()
     mine = [t for first in range(i * batch, len(texts), n * batch) for t in texts[first : first + batch]]
     model = load_embedder(settings.model_copy(update={"torch_threads": settings.threads_per_process(n)}))
     model.get_text_embedding_batch(mine[:64])
@@ -201,12 +201,17 @@ def role_peer(settings: Any, files: list[Path], role: str, batch: int) -> dict[s
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
     from llama_index.vector_stores.milvus import MilvusVectorStore
 
+    where = ""
     if role == "pipeline-int8":
         embed = st_int8(settings, batch)
-    else:
+    else:  # on a GPU in fp16, as a skilled user would run it (and as dropvec's workers do)
+        from dropvec.workers.embed import torch_gpu_options
+
         device = settings.resolved_device()
+        gpu: dict[str, Any] = {"model_kwargs": torch_gpu_options()} if device.startswith("cuda") else {}
+        where = f", fp16 on {device}" if gpu else ""
         embed = HuggingFaceEmbedding(
-            model_name=settings.embed_model_path, device=device, embed_batch_size=batch
+            model_name=settings.embed_model_path, device=device, embed_batch_size=batch, **gpu
         )
     began = time.perf_counter()
     docs = documents(files)
@@ -234,7 +239,7 @@ def role_peer(settings: Any, files: list[Path], role: str, batch: int) -> dict[s
         seconds = time.perf_counter() - start
     store.client.drop_collection("bench_peer")
     return {
-        "system": f"{PEERS[role]}, batch {batch}", "chunks": chunks, "seconds": read_seconds + seconds,
+        "system": f"{PEERS[role]}, batch {batch}{where}", "chunks": chunks, "seconds": read_seconds + seconds,
         "pipeline_seconds": seconds, "read_seconds": read_seconds,
     }  # fmt: skip
 
@@ -282,9 +287,12 @@ def throughput(
             done.append(system())
     rows = [median_run(done) for done in runs]
     peer_batch = peer_batch or settings.batch_size()
-    rows += [
-        in_own_process(role, settings, files, peer_batch) for role in ("st-int8", *PEERS) if role in systems
-    ]
+    for role in ("st-int8", *PEERS):
+        if role in systems:
+            try:
+                rows.append(in_own_process(role, settings, files, peer_batch))
+            except SystemExit as exc:  # a peer that fails loses its row, not the rows measured before it
+                print(exc, file=sys.stderr)
     for row in rows:
         row["chunks_per_s"] = row["chunks"] / row["seconds"]
     peers = [r["chunks_per_s"] for r in rows if r["system"].startswith(tuple(PEERS.values()))]
