@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,17 @@ def test_model_batches_are_sized_for_the_device_unless_set() -> None:
     assert Settings(embed_batch_size=8).batch_size("cuda") == 8
     # on a GPU, torch runs the model in fp16
     assert str(torch_gpu_options()["torch_dtype"]) == "torch.float16"
+
+
+@pytest.mark.parametrize(
+    ("device", "driver", "expected"),
+    [("auto", False, "false"), ("cpu", True, "false"), ("auto", True, "true"), ("cuda", True, "true")],
+)
+def test_the_tokenizer_gets_every_core_only_beside_a_gpu(
+    monkeypatch: pytest.MonkeyPatch, device: str, driver: bool, expected: str
+) -> None:
+    """On a CPU the model's threads own the cores; beside a GPU one tokenizer thread caps the card."""
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    monkeypatch.setattr("dropvec.config.settings.gpu_driver_present", lambda: driver)
+    Settings(device=device).prepare_environment()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == expected
