@@ -48,13 +48,16 @@ def model_path(name: str) -> str:
     return str(local.resolve()) if local.exists() else name
 
 
-def cpu_has_bf16() -> bool:
-    """Whether the CPU computes in bf16 (AVX-512 BF16 or AMX), where OpenVINO runs the model fastest."""
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX (Intel Xeon since Sapphire Rapids), where OpenVINO's bf16 ran the model
+    twice as fast as int8. AVX-512 BF16 alone is not enough: on an AMD EPYC (Zen 4) with it,
+    OpenVINO computed in fp32 and ONNX Runtime's int8 on VNNI ran 1.38 times as fast
+    (docs/benchmarks.md)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return "amx_bf16" in flags
 
 
 def gpu_driver_present() -> bool:
@@ -108,7 +111,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, mps")
     embed_backend: Literal["auto", "torch", "onnx", "onnx-int8", "openvino"] = Field(
         "auto",
-        description="auto: torch on a GPU; on a CPU for the bundled model openvino where the CPU has bf16, "
+        description="auto: torch on a GPU; on a CPU for the bundled model openvino where the CPU has AMX, "
         "else onnx-int8; onnx for other models",
     )
     cache_dir: Path = Field(
@@ -299,7 +302,7 @@ class Settings(BaseSettings):
             return "torch"
         if self.embed_model != BUNDLED_MODEL:
             return "onnx"
-        return "openvino" if cpu_has_bf16() and importlib.util.find_spec("openvino") else "onnx-int8"
+        return "openvino" if cpu_has_amx() and importlib.util.find_spec("openvino") else "onnx-int8"
 
     def worker_processes(self, requested: int | None = None) -> int:
         """The worker processes ``up`` starts: ``requested``, or else the layout measured fastest,

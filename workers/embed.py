@@ -6,8 +6,9 @@
 ``onnx-int8``  that export with int8 dynamic quantisation: per-channel weights, MatMuls only (the
                embeddings, LayerNorm, softmax and GELU stay fp32), with the instruction set the CPU
                has (AVX-512 VNNI, AVX2 or ARM64). ``bench.quality`` measures what it costs.
-``openvino``   the fp32 export on OpenVINO's CPU runtime, in bf16 where the CPU has it: on such
-               CPUs about twice the speed of ``onnx-int8``.
+``openvino``   the fp32 export on OpenVINO's CPU runtime: in bf16 with AMX, about twice the speed
+               of ``onnx-int8``; in fp32 elsewhere (an AMD Zen 4 with AVX-512 BF16 included),
+               0.72 times it.
 
 The last three run in ``encoder``, without torch: a worker on them holds about 450 MB less.
 

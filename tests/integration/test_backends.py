@@ -12,7 +12,7 @@ import pytest
 
 from bench.core import SEED
 from bench.quality import run
-from dropvec.config.settings import Settings, cpu_has_bf16, gpu_driver_present
+from dropvec.config.settings import Settings, cpu_has_amx, gpu_driver_present
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def test_a_texts_vector_does_not_depend_on_the_texts_beside_it(backend: str) -> 
 
 def test_default_backend_on_a_cpu() -> None:
     bundled = Settings(_env_file=None, device="cpu")  # type: ignore[call-arg]
-    assert bundled.resolved_backend() == ("openvino" if cpu_has_bf16() else "onnx-int8")
+    assert bundled.resolved_backend() == ("openvino" if cpu_has_amx() else "onnx-int8")
     other = Settings(_env_file=None, device="cpu", embed_model="/some/model")  # type: ignore[call-arg]
     assert other.resolved_backend() == "onnx"  # int8 is gated on the bundled model only
     assert Settings(_env_file=None, device="cuda").resolved_backend() == "torch"  # type: ignore[call-arg]
