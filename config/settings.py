@@ -50,7 +50,8 @@ def model_path(name: str) -> str:
 
 def cpu_has_amx() -> bool:
     """Whether the CPU has AMX (Intel Xeon since Sapphire Rapids), where OpenVINO's bf16 ran the model
-    twice as fast as int8. AVX-512 BF16 alone is not enough: on an AMD EPYC (Zen 4) with it,
+    twice as fast as the int8 recipe of the day (which still padded its batches: not measured there
+    against today's int8). AVX-512 BF16 alone is not enough: on an AMD EPYC (Zen 4) with it,
     OpenVINO computed in fp32 and ONNX Runtime's int8 on VNNI ran 1.38 times as fast
     (docs/benchmarks.md)."""
     try:

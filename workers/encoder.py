@@ -8,11 +8,12 @@ numpy do the whole job, and the pooling and normalisation of the model's sentenc
 configuration (its ``1_Pooling`` and ``2_Normalize`` modules) are applied as it applies them.
 ``bench.quality`` measures each backend against torch's vectors.
 
-OpenVINO picks the CPU's precision for the fp32 graph: bf16 with AMX, where it ran twice as fast as
-int8, and ``auto`` takes it there; fp32 elsewhere, an AMD EPYC with AVX-512 BF16 included (its
-vectors equal torch's there), where ``onnx-int8`` on VNNI ran 1.38 times as fast and stays the
-default, as on every other CPU. sentence-transformers' own OpenVINO backend needs optimum-intel, whose
-releases pin another torch and optimum; the runtime alone needs neither.
+OpenVINO picks the CPU's precision for the fp32 graph: bf16 with AMX, where it ran twice as fast
+as the padded int8 of the day, and ``auto`` takes it there; fp32 elsewhere, an AMD EPYC with
+AVX-512 BF16 included (its vectors equal torch's there), where ``onnx-int8`` on VNNI ran 1.38
+times as fast and stays the default, as on every other CPU. sentence-transformers' own OpenVINO
+backend needs optimum-intel, whose releases pin another torch and optimum; the runtime alone
+needs neither.
 """
 
 from __future__ import annotations
