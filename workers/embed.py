@@ -7,8 +7,8 @@
                embeddings, LayerNorm, softmax and GELU stay fp32), with the instruction set the CPU
                has (AVX-512 VNNI, AVX2 or ARM64). ``bench.quality`` measures what it costs.
 ``openvino``   the fp32 export on OpenVINO's CPU runtime: in bf16 with AMX, about twice the speed
-               of the padded int8 measured there; in fp32 elsewhere (an AMD Zen 4 with AVX-512 BF16 included),
-               0.72 times it.
+               of the padded int8 measured there; in fp32 elsewhere (an AMD Zen 4 with AVX-512
+               BF16 included), 0.72 times ``onnx-int8``.
 
 The last three run in ``encoder``, without torch: a worker on them holds about 450 MB less.
 
