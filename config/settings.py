@@ -269,9 +269,9 @@ class Settings(BaseSettings):
         if self.model_is_local:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         # On a CPU the cores belong to the model's own threads: the tokenizer keeps to one. On a GPU
-        # the tokenizer is the CPU's share of every batch: with one thread an H200 encoded about
-        # 1,300 chunks/s at every batch size from 64 to 1,024, about what one core tokenizes
-        # (docs/benchmarks.md), so there it gets every core.
+        # the tokenizer is the CPU's share of every batch: with one thread of it an H200 encoded
+        # about 1,300 chunks/s at every batch size from 64 to 1,024, a limit on the CPU side (one
+        # core tokenizes some 4,000 chunks/s; docs/benchmarks.md), so there it gets every core.
         gpu = self.device != "cpu" and gpu_driver_present()
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "true" if gpu else "false")
         if quiet:
