@@ -75,7 +75,8 @@ def test_model_batches_are_sized_for_the_device_unless_set() -> None:
 def test_the_tokenizer_gets_every_core_only_beside_a_gpu(
     monkeypatch: pytest.MonkeyPatch, device: str, driver: bool, expected: str
 ) -> None:
-    """On a CPU the model's threads own the cores; beside a GPU one tokenizer thread caps the card."""
+    """On a CPU the model's threads own the cores; beside a GPU the tokenizer is the CPU's share of
+    every batch, and gets every core."""
     monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     monkeypatch.setattr("dropvec.config.settings.gpu_driver_present", lambda: driver)
     Settings(device=device).prepare_environment()
