@@ -46,6 +46,32 @@ def test_a_texts_vector_does_not_depend_on_the_texts_beside_it(backend: str) -> 
     assert together.shape == (4, 384)
 
 
+def test_the_int8_graph_runs_without_the_skip_layer_norm_fusion(tmp_path: Path) -> None:
+    """ONNX Runtime would fold each residual Add and LayerNorm into SkipLayerNormalization, whose
+    CPU kernel was the int8 graph's slowest part (encoder.UNFUSED); the worker's session leaves
+    the two apart, and the graph is otherwise optimised as before (the MatMuls still fused with
+    their dynamic quantisation)."""
+    import onnx
+    import onnxruntime
+
+    from dropvec.workers.embed import QUANTIZED_FILE, export_onnx
+    from dropvec.workers.encoder import ort_session
+
+    graph = export_onnx(Settings(_env_file=None, log_level="WARNING")) / "onnx" / QUANTIZED_FILE  # type: ignore[call-arg]
+    ort_session(graph, 1, optimized_to=tmp_path / "worker.onnx")
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "default.onnx")
+    onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+    def ops(path: Path) -> set[str]:
+        return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+    assert "SkipLayerNormalization" in ops(tmp_path / "default.onnx")  # what ONNX Runtime would run
+    worker = ops(tmp_path / "worker.onnx")
+    assert "SkipLayerNormalization" not in worker
+    assert {"LayerNormalization", "DynamicQuantizeMatMul"} <= worker
+
+
 def test_default_backend_on_a_cpu() -> None:
     bundled = Settings(_env_file=None, device="cpu")  # type: ignore[call-arg]
     assert bundled.resolved_backend() == ("openvino" if cpu_has_amx() else "onnx-int8")
