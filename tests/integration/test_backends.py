@@ -46,11 +46,12 @@ def test_a_texts_vector_does_not_depend_on_the_texts_beside_it(backend: str) -> 
     assert together.shape == (4, 384)
 
 
-def test_the_int8_graph_runs_without_the_skip_layer_norm_fusion(tmp_path: Path) -> None:
+def test_the_int8_graph_runs_without_the_skip_layer_norm_fusion_and_the_padding_mask(tmp_path: Path) -> None:
     """ONNX Runtime would fold each residual Add and LayerNorm into SkipLayerNormalization, whose
     CPU kernel was the int8 graph's slowest part (encoder.UNFUSED); the worker's session leaves
     the two apart, and the graph is otherwise optimised as before (the MatMuls still fused with
-    their dynamic quantisation)."""
+    their dynamic quantisation). The export took the padding mask's Add out of the attention
+    scores (embed.drop_padding_mask): no Softmax reads an Add."""
     import onnx
     import onnxruntime
 
@@ -70,6 +71,10 @@ def test_the_int8_graph_runs_without_the_skip_layer_norm_fusion(tmp_path: Path) 
     worker = ops(tmp_path / "worker.onnx")
     assert "SkipLayerNormalization" not in worker
     assert {"LayerNormalization", "DynamicQuantizeMatMul"} <= worker
+    nodes = onnx.load(str(tmp_path / "worker.onnx")).graph.node
+    made_by = {out: node.op_type for node in nodes for out in node.output}
+    softmax_inputs = [made_by.get(node.input[0]) for node in nodes if node.op_type == "Softmax"]
+    assert len(softmax_inputs) == 6 and "Add" not in softmax_inputs, softmax_inputs
 
 
 def test_default_backend_on_a_cpu() -> None:

@@ -83,3 +83,78 @@ def test_exports_of_the_same_model_unused_for_a_month_are_pruned(tmp_path: Path)
     assert prune_exports(kept) == [stale]
     assert not stale.exists() and not (tmp_path / "all-MiniLM-L6-v2-bbbb.lock").exists()
     assert kept.exists() and recent.exists() and other_model.exists()
+
+
+def _attention_graph(path: Path, mask_holds_more: bool) -> None:
+    """A tiny graph shaped as a BERT export's attention: Softmax(scores + bias), the bias computed
+    from ``attention_mask`` as (1 - mask) * -10000; with ``mask_holds_more``, the bias also holds
+    a term of the input (as a causal mask would: not zero where every token is attended)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    constants = [
+        numpy_helper.from_array(np.array([1.0], dtype=np.float32), "one"),
+        numpy_helper.from_array(np.array([-10000.0], dtype=np.float32), "big"),
+        numpy_helper.from_array(np.array([0.5], dtype=np.float32), "half"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["ids_f", "axis1"], ["scores"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "mask_f"], ["inverted"]),
+        helper.make_node("Mul", ["inverted", "big"], ["bias_flat"]),
+        helper.make_node("Unsqueeze", ["bias_flat", "axis1"], ["padding_bias"]),
+    ]
+    bias = "padding_bias"
+    if mask_holds_more:
+        nodes += [
+            helper.make_node("Mul", ["ids_f", "half"], ["extra_flat"]),
+            helper.make_node("Unsqueeze", ["extra_flat", "axis1"], ["extra"]),
+            helper.make_node("Add", ["padding_bias", "extra"], ["causal_bias"]),
+        ]
+        bias = "causal_bias"
+    nodes += [
+        helper.make_node("Add", ["scores", bias], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["out"], axis=-1),
+    ]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, [1, "L"]) for n in ("input_ids", "attention_mask")
+    ]
+    output = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, "L"])
+    graph = helper.make_graph(nodes, "attention", inputs, [output], constants)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+PROBES = [{"input_ids": [[1, 2, 3]], "attention_mask": [[1, 1, 1]]}]
+
+
+def test_the_padding_mask_is_taken_out_of_a_graph_that_is_never_padded(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from dropvec.workers.embed import drop_padding_mask
+
+    graph = tmp_path / "model.onnx"
+    _attention_graph(graph, mask_holds_more=False)
+    probes = [{k: np.array(v, dtype=np.int64) for k, v in p.items()} for p in PROBES]
+    before = onnxruntime.InferenceSession(str(graph)).run(None, probes[0])[0]
+    assert drop_padding_mask(graph, probes)
+    ops = [node.op_type for node in onnx.load(str(graph)).graph.node]
+    assert "Add" not in ops and "Softmax" in ops
+    np.testing.assert_allclose(onnxruntime.InferenceSession(str(graph)).run(None, probes[0])[0], before)
+
+
+def test_a_mask_that_holds_more_than_padding_is_left_in_place(tmp_path: Path) -> None:
+    import numpy as np
+
+    from dropvec.workers.embed import drop_padding_mask
+
+    graph = tmp_path / "model.onnx"
+    _attention_graph(graph, mask_holds_more=True)
+    original = graph.read_bytes()
+    probes = [{k: np.array(v, dtype=np.int64) for k, v in p.items()} for p in PROBES]
+    assert not drop_padding_mask(graph, probes)
+    assert graph.read_bytes() == original
