@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,7 +128,11 @@ def _attention_graph(path: Path, mask_holds_more: bool) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-PROBES = [{"input_ids": [[1, 2, 3]], "attention_mask": [[1, 1, 1]]}]
+def _probes() -> list[dict[str, Any]]:
+    import numpy as np
+
+    ids, mask = np.array([[1, 2, 3]], dtype=np.int64), np.ones((1, 3), dtype=np.int64)
+    return [{"input_ids": ids, "attention_mask": mask}]
 
 
 def test_the_padding_mask_is_taken_out_of_a_graph_that_is_never_padded(tmp_path: Path) -> None:
@@ -139,7 +144,7 @@ def test_the_padding_mask_is_taken_out_of_a_graph_that_is_never_padded(tmp_path:
 
     graph = tmp_path / "model.onnx"
     _attention_graph(graph, mask_holds_more=False)
-    probes = [{k: np.array(v, dtype=np.int64) for k, v in p.items()} for p in PROBES]
+    probes = _probes()
     before = onnxruntime.InferenceSession(str(graph)).run(None, probes[0])[0]
     assert drop_padding_mask(graph, probes)
     ops = [node.op_type for node in onnx.load(str(graph)).graph.node]
@@ -148,13 +153,10 @@ def test_the_padding_mask_is_taken_out_of_a_graph_that_is_never_padded(tmp_path:
 
 
 def test_a_mask_that_holds_more_than_padding_is_left_in_place(tmp_path: Path) -> None:
-    import numpy as np
-
     from dropvec.workers.embed import drop_padding_mask
 
     graph = tmp_path / "model.onnx"
     _attention_graph(graph, mask_holds_more=True)
     original = graph.read_bytes()
-    probes = [{k: np.array(v, dtype=np.int64) for k, v in p.items()} for p in PROBES]
-    assert not drop_padding_mask(graph, probes)
+    assert not drop_padding_mask(graph, _probes())
     assert graph.read_bytes() == original
