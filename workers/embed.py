@@ -279,7 +279,7 @@ def drop_padding_mask(path: Path, probes: list[dict[str, Any]]) -> bool:
             todo += [i for i in made_by[current].input if i]
         return False
 
-    bypassed = []
+    changed = False
     for node in list(nodes):  # (in the graph's order: once a layer's Add is bypassed, the next
         # layer's scores no longer depend on the mask through it)
         if node.op_type != "Add" or not any(r.op_type == "Softmax" for r in readers.get(node.output[0], [])):
@@ -293,8 +293,8 @@ def drop_padding_mask(path: Path, probes: list[dict[str, Any]]) -> bool:
                 if name == node.output[0]:
                     reader.input[i] = kept
         nodes.remove(node)
-        bypassed.append(node)
-    if not bypassed:
+        changed = True
+    if not changed:
         return False
 
     def outputs(graph: bytes) -> list[Any]:
