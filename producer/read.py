@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dropvec.config.errors import SkippedFile, UnreadableFile
 from dropvec.producer import formats
@@ -29,6 +30,9 @@ from dropvec.producer.decode import (
 from dropvec.producer.formats import Ocr, ocr_image
 from dropvec.producer.markup import html_sections, markdown_sections
 
+if TYPE_CHECKING:
+    import pypdfium2
+
 log = logging.getLogger(__name__)
 
 
@@ -40,9 +44,12 @@ def _pdf_text(text: str) -> str:
     return text.replace("\x02\n", "").replace("\x02", "-")
 
 
-def pdf_sections(path: Path, ocr: Ocr) -> list[Section]:
+def pdf_sections(path: Path, ocr: Ocr) -> Iterator[Section]:
     """One section per page, its text extracted by PDFium (``pypdfium2``), with its page label;
     a page without a text layer is rendered and read by OCR (``ocr``), up to ``ocr.max_pages``.
+
+    The document is opened here (a file that does not open fails at once); its pages are read as
+    the sections are taken, so that the first tasks of a long PDF leave while the rest is read.
 
     llama-index's ``PDFReader`` (pypdf) spent 22 s of a core on the two seed 10-Ks, which PDFium
     reads in 1 s, and it runs words together at line ends ("actionsfrom") where PDFium keeps the
@@ -51,8 +58,14 @@ def pdf_sections(path: Path, ocr: Ocr) -> list[Section]:
     """
     import pypdfium2
 
-    pdf = pypdfium2.PdfDocument(str(path))
-    sections, scanned, read_by_ocr, began = [], 0, 0, time.perf_counter()
+    return _pdf_pages(pypdfium2.PdfDocument(str(path)), path, ocr)
+
+
+def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Section]:
+    """The sections of ``pdf_sections``, page by page; SkippedFile at the end if no page had text,
+    UnreadableFile (with the reader's reason) if a page cannot be read."""
+    scanned = read_by_ocr = blank = 0
+    any_text, began = False, time.perf_counter()
     try:
         for i in range(len(pdf)):
             page = pdf[i]
@@ -63,27 +76,43 @@ def pdf_sections(path: Path, ocr: Ocr) -> list[Section]:
             if not text.strip():
                 scanned += 1
                 if ocr.available and read_by_ocr < ocr.max_pages:
-                    read_by_ocr += 1
                     width, height = page.get_size()  # (in points: 1/72 inch)
                     scale = min(OCR_DPI / 72, (OCR_MAX_PIXELS / max(1.0, width * height)) ** 0.5)
                     image = page.render(scale=scale).to_pil()
-                    text, meta["ocr"] = ocr_image(image, ocr), 1
+                    if _blank(image):
+                        blank += 1  # (nothing drawn: Tesseract would take a second to find nothing)
+                    else:
+                        read_by_ocr += 1
+                        text, meta["ocr"] = ocr_image(image, ocr), 1
             page.close()
-            sections.append(Section(clean_text(text, path), meta))
+            section = Section(clean_text(text, path), meta)
+            any_text = any_text or bool(section.text.strip())
+            yield section
+    except (SkippedFile, UnreadableFile):
+        raise
+    except Exception as exc:
+        raise _unreadable(path, ".pdf", exc) from exc
     finally:
         pdf.close()
     if read_by_ocr:
         log.info("OCR of %s: %d page(s) in %.1f s", path, read_by_ocr, time.perf_counter() - began)
-    if scanned and not any(s.text.strip() for s in sections):
+    if scanned and not any_text:
         if read_by_ocr:
             raise SkippedFile(path, "no text (OCR found none)")
+        if blank == scanned:
+            raise SkippedFile(path, "no text (its pages are blank)")
         why = (
             "OCR is off (DROPVEC_OCR=off)"
             if not ocr.enabled
             else "OCR needs Tesseract (apt-get install tesseract-ocr)"
         )
         raise SkippedFile(path, f"no text layer (a scan?): {why}")
-    return sections
+
+
+def _blank(image: Any) -> bool:
+    """Whether a rendered page is one colour all over (nothing drawn on it)."""
+    low, high = image.convert("L").getextrema()
+    return bool(low == high)
 
 
 def docx_sections(path: Path) -> list[Section]:
@@ -206,11 +235,11 @@ def _seam(text: str) -> int:
 
 
 def read_sections(path: Path, ocr: Ocr | None = None) -> Iterator[Section]:
-    """Read ``path`` into sections; a large plain text file is read as they are taken. ``ocr``:
-    how scans and images are read (default: by Tesseract where it is installed).
+    """Read ``path`` into sections; a large plain text file and a PDF are read as they are taken.
+    ``ocr``: how scans and images are read (default: by Tesseract where it is installed).
 
-    Raises SkippedFile or UnreadableFile with a one-line reason (a large text file: possibly while
-    its sections are taken).
+    Raises SkippedFile or UnreadableFile with a one-line reason (a large text file or a PDF:
+    possibly while its sections are taken).
     """
     ocr = ocr or Ocr()
     kind = real_type(path)
@@ -224,7 +253,7 @@ def read_sections(path: Path, ocr: Ocr | None = None) -> Iterator[Section]:
         if kind in TEXT:
             return text_sections(path)
         if kind == ".pdf":
-            sections = pdf_sections(path, ocr)
+            return pdf_sections(path, ocr)
         elif kind in IMAGES:
             sections = formats.image_sections(path, ocr)
         elif kind in MAIL:
@@ -235,10 +264,15 @@ def read_sections(path: Path, ocr: Ocr | None = None) -> Iterator[Section]:
     except (SkippedFile, UnreadableFile):
         raise
     except Exception as exc:  # readers raise anything: each is the file's problem, told in one line
-        log.debug("reader failed on %s", path, exc_info=True)
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
-        raise UnreadableFile(path, f"cannot read {kind[1:]}: {reason}") from exc
+        raise _unreadable(path, kind, exc) from exc
     return iter(sections)
+
+
+def _unreadable(path: Path, kind: str, exc: Exception) -> UnreadableFile:
+    """A reader's failure on ``path`` (read as ``kind``), in one line."""
+    log.debug("reader failed on %s", path, exc_info=True)
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+    return UnreadableFile(path, f"cannot read {kind[1:]}: {reason}")
 
 
 def _attachment(name: str, data: bytes, ocr: Ocr) -> list[Section]:

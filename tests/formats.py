@@ -304,5 +304,5 @@ def hostile(folder: Path) -> dict[str, tuple[str, str]]:
         "big.eml": ("indexed", ""),  # its body; the attachment is left out, and named in the log
         "noise.png": ("failed", "cannot read png"),
         "blank.png": ("skipped", "OCR found none"),
-        "blank-scan.pdf": ("skipped", "OCR found none"),
+        "blank-scan.pdf": ("skipped", "its pages are blank"),
     }

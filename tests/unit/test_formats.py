@@ -80,7 +80,7 @@ def test_scans_and_images_are_read_by_ocr_and_not_when_it_is_off(tmp_path: Path)
     with pytest.raises(SkippedFile, match="OCR is off"):
         read_sections(tmp_path / "scan.png", off)
     with pytest.raises(SkippedFile, match=r"no text layer \(a scan\?\): OCR is off"):
-        read_sections(tmp_path / "scan.pdf", off)
+        list(read_sections(tmp_path / "scan.pdf", off))
 
 
 def test_ocr_reads_at_most_its_page_cap(tmp_path: Path) -> None:
@@ -89,3 +89,24 @@ def test_ocr_reads_at_most_its_page_cap(tmp_path: Path) -> None:
     sections = list(read_sections(tmp_path / "three.pdf", Ocr(max_pages=2)))
     assert [bool(s.text.strip()) for s in sections] == [True, True, False]
     assert "Page number 2" in sections[1].text
+
+
+def test_a_blank_page_is_not_read_by_ocr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from dropvec.producer import read
+
+    read_by_ocr: list[object] = []
+    ocr_image = read.ocr_image
+    monkeypatch.setattr(
+        read, "ocr_image", lambda image, ocr: read_by_ocr.append(image) or ocr_image(image, ocr)
+    )
+    text, white = formats.drawn_page(["Page number 1 of the report"]), Image.new("RGB", (1700, 700), "white")
+    text.save(tmp_path / "mixed.pdf", format="PDF", save_all=True, append_images=[white])  # type: ignore[attr-defined]
+    sections = list(read_sections(tmp_path / "mixed.pdf", Ocr()))
+    assert "Page number 1" in sections[0].text and sections[1].text == ""
+    assert len(read_by_ocr) == 1
+    white.save(tmp_path / "blank.pdf", format="PDF", save_all=True, append_images=[white])
+    with pytest.raises(SkippedFile, match=r"no text \(its pages are blank\)"):
+        list(read_sections(tmp_path / "blank.pdf", Ocr()))
+    assert len(read_by_ocr) == 1

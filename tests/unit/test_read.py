@@ -119,3 +119,33 @@ def test_pdf_hyphens_that_pdfium_marks_are_read_as_hyphens() -> None:
 
     text = " ".join(s.text for s in read_sections(SEED / "uber_2021.pdf"))
     assert "\x02" not in text and "front-of-house" in text and "self-driving" in text
+
+
+def test_a_pdfs_pages_are_read_as_its_sections_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dropvec.producer import read
+    from tests.corpus import SEED
+
+    extracted = []
+    monkeypatch.setattr(read, "_pdf_text", lambda text: extracted.append(text) or text)
+    pages = read_sections(SEED / "uber_2021.pdf")
+    assert extracted == []  # (opened only)
+    first = next(pages)
+    assert len(extracted) == 1 and first.metadata["page_label"] == "1"
+    assert sum(1 for _ in pages) > 100 and len(extracted) > 100
+
+
+def test_a_pdf_page_that_cannot_be_read_fails_the_file_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dropvec.producer import read
+    from tests.corpus import SEED
+
+    def third_page_fails(text: str, pages: list[str] = []) -> str:  # noqa: B006 (a counter)
+        pages.append(text)
+        if len(pages) == 3:
+            raise RuntimeError("bad\ncontent stream")
+        return text
+
+    monkeypatch.setattr(read, "_pdf_text", third_page_fails)
+    pages = read_sections(SEED / "uber_2021.pdf")
+    assert len([next(pages), next(pages)]) == 2
+    with pytest.raises(UnreadableFile, match=r"cannot read pdf: RuntimeError: bad content stream$"):
+        next(pages)
