@@ -146,7 +146,9 @@ class Settings(BaseSettings):
         "auto", description="Read scans and images by OCR: auto (where Tesseract is installed), or off"
     )
     ocr_page_seconds: float = Field(60.0, gt=0, description="OCR gives up on a page after this long")
-    ocr_max_pages: int = Field(100, ge=1, description="Pages of one file read by OCR at most")
+    ocr_max_pages: int = Field(
+        100, ge=1, description="Pages of one file rendered for OCR at most (blank ones included)"
+    )
     ocr_languages: str = Field("eng", description="Tesseract's languages, e.g. eng+deu (installed packs)")
     chunks_per_task: int = Field(
         128,

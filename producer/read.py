@@ -64,7 +64,7 @@ def pdf_sections(path: Path, ocr: Ocr) -> Iterator[Section]:
 def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Section]:
     """The sections of ``pdf_sections``, page by page; SkippedFile at the end if no page had text,
     UnreadableFile (with the reader's reason) if a page cannot be read."""
-    scanned = read_by_ocr = blank = 0
+    scanned = rendered = blank = 0
     any_text, began = False, time.perf_counter()
     try:
         for i in range(len(pdf)):
@@ -75,14 +75,14 @@ def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Sec
             meta: dict[str, str | int | float] = {"page_label": pdf.get_page_label(i) or str(i + 1)}
             if not text.strip():
                 scanned += 1
-                if ocr.available and read_by_ocr < ocr.max_pages:
+                if ocr.available and rendered < ocr.max_pages:  # (blank or not: each one costs)
+                    rendered += 1
                     width, height = page.get_size()  # (in points: 1/72 inch)
                     scale = min(OCR_DPI / 72, (OCR_MAX_PIXELS / max(1.0, width * height)) ** 0.5)
                     image = page.render(scale=scale).to_pil()
                     if _blank(image):
                         blank += 1  # (nothing drawn: Tesseract would take a second to find nothing)
                     else:
-                        read_by_ocr += 1
                         text, meta["ocr"] = ocr_image(image, ocr), 1
             page.close()
             section = Section(clean_text(text, path), meta)
@@ -94,13 +94,18 @@ def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Sec
         raise _unreadable(path, ".pdf", exc) from exc
     finally:
         pdf.close()
-    if read_by_ocr:
-        log.info("OCR of %s: %d page(s) in %.1f s", path, read_by_ocr, time.perf_counter() - began)
+    if rendered > blank:
+        log.info("OCR of %s: %d page(s) in %.1f s", path, rendered - blank, time.perf_counter() - began)
     if scanned and not any_text:
-        if read_by_ocr:
+        if rendered > blank:
             raise SkippedFile(path, "no text (OCR found none)")
         if blank == scanned:
             raise SkippedFile(path, "no text (its pages are blank)")
+        if ocr.available:
+            raise SkippedFile(
+                path, f"no text: {blank} page(s) blank, {scanned - rendered} past the OCR page cap "
+                f"(DROPVEC_OCR_MAX_PAGES={ocr.max_pages})",
+            )  # fmt: skip
         why = (
             "OCR is off (DROPVEC_OCR=off)"
             if not ocr.enabled

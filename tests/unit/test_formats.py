@@ -110,3 +110,18 @@ def test_a_blank_page_is_not_read_by_ocr(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(SkippedFile, match=r"no text \(its pages are blank\)"):
         list(read_sections(tmp_path / "blank.pdf", Ocr()))
     assert len(read_by_ocr) == 1
+
+
+def test_blank_pages_count_towards_the_ocr_page_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from dropvec.producer import read
+
+    rendered: list[object] = []
+    blank = read._blank
+    monkeypatch.setattr(read, "_blank", lambda image: rendered.append(image) or blank(image))
+    white = Image.new("RGB", (1700, 700), "white")
+    white.save(tmp_path / "blank.pdf", format="PDF", save_all=True, append_images=[white] * 4)
+    with pytest.raises(SkippedFile, match=r"2 page\(s\) blank, 3 past the OCR page cap"):
+        list(read_sections(tmp_path / "blank.pdf", Ocr(max_pages=2)))
+    assert len(rendered) == 2
