@@ -138,9 +138,11 @@ def test_a_pdf_page_that_cannot_be_read_fails_the_file_in_one_line(monkeypatch: 
     from dropvec.producer import read
     from tests.corpus import SEED
 
-    def third_page_fails(text: str, pages: list[str] = []) -> str:  # noqa: B006 (a counter)
-        pages.append(text)
-        if len(pages) == 3:
+    pages_read: list[str] = []
+
+    def third_page_fails(text: str) -> str:
+        pages_read.append(text)
+        if len(pages_read) == 3:
             raise RuntimeError("bad\ncontent stream")
         return text
 
