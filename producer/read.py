@@ -115,9 +115,11 @@ def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Sec
 
 
 def _blank(image: Any) -> bool:
-    """Whether a rendered page is one colour all over (nothing drawn on it)."""
-    low, high = image.convert("L").getextrema()
-    return bool(low == high)
+    """Whether a rendered page is one colour all over (nothing drawn on it): every band of it
+    constant (grey levels alone would call red on an equally bright grey blank)."""
+    extrema = image.getextrema()
+    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+    return all(low == high for low, high in bands)
 
 
 def docx_sections(path: Path) -> list[Section]:

@@ -125,3 +125,19 @@ def test_blank_pages_count_towards_the_ocr_page_cap(tmp_path: Path, monkeypatch:
     with pytest.raises(SkippedFile, match=r"2 page\(s\) blank, 3 past the OCR page cap"):
         list(read_sections(tmp_path / "blank.pdf", Ocr(max_pages=2)))
     assert len(rendered) == 2
+
+
+def test_a_page_is_blank_only_if_one_colour_all_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image, ImageDraw
+
+    from dropvec.producer import read
+
+    read_by_ocr: list[object] = []
+    monkeypatch.setattr(read, "ocr_image", lambda image, ocr: read_by_ocr.append(image) or "")
+    red_on_grey = Image.new("RGB", (1700, 700), (76, 76, 76))  # (the same brightness as pure red)
+    ImageDraw.Draw(red_on_grey).rectangle((200, 200, 900, 400), fill=(255, 0, 0))
+    assert red_on_grey.convert("L").getextrema() == (76, 76)
+    red_on_grey.save(tmp_path / "red.pdf", format="PDF")
+    with pytest.raises(SkippedFile, match="OCR found none"):  # (read by OCR: not blank)
+        list(read_sections(tmp_path / "red.pdf", Ocr()))
+    assert len(read_by_ocr) == 1
