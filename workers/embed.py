@@ -292,6 +292,7 @@ def drop_padding_mask(path: Path, probes: list[dict[str, Any]]) -> bool:
             for i, name in enumerate(reader.input):
                 if name == node.output[0]:
                     reader.input[i] = kept
+        readers.setdefault(kept, []).extend(readers.pop(node.output[0]))  # (they read it now)
         nodes.remove(node)
         changed = True
     if not changed:
