@@ -80,7 +80,7 @@ def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Sec
                     width, height = page.get_size()  # (in points: 1/72 inch)
                     scale = min(OCR_DPI / 72, (OCR_MAX_PIXELS / max(1.0, width * height)) ** 0.5)
                     image = page.render(scale=scale).to_pil()
-                    if _blank(image):
+                    if blank_page(image):
                         blank += 1  # (nothing drawn: Tesseract would take a second to find nothing)
                     else:
                         text, meta["ocr"] = ocr_image(image, ocr), 1
@@ -114,7 +114,7 @@ def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Sec
         raise SkippedFile(path, f"no text layer (a scan?): {why}")
 
 
-def _blank(image: Any) -> bool:
+def blank_page(image: Any) -> bool:
     """Whether a rendered page is one colour all over (nothing drawn on it): every band of it
     constant (grey levels alone would call red on an equally bright grey blank)."""
     extrema = image.getextrema()
@@ -261,7 +261,7 @@ def read_sections(path: Path, ocr: Ocr | None = None) -> Iterator[Section]:
             return text_sections(path)
         if kind == ".pdf":
             return pdf_sections(path, ocr)
-        elif kind in IMAGES:
+        if kind in IMAGES:
             sections = formats.image_sections(path, ocr)
         elif kind in MAIL:
             read_mail = formats.eml_sections if kind == ".eml" else formats.mbox_sections
