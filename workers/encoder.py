@@ -43,6 +43,24 @@ SHAPE_CACHE = 50
 #: same and the vectors as close to fp32's; the fp32 graph ran at the same speed either way.
 UNFUSED = ("SkipLayerNormFusion",)
 
+#: Tokens one ONNX Runtime run holds at most, per thread: texts of one length run together only
+#: up to it. A larger run spills the CPU's caches and gets slower per token: MiniLM int8, one
+#: thread, 64 texts of each length (AMD Zen 4; chunks/s by texts a run):
+#:
+#:   tokens  1 a run   2     4     8     16    32
+#:   256       75     74    70    65    61    58
+#:   128      164    179   181   179   153   141
+#:    64      365    375   381   390   382   325
+#:    16     1229   1354  1404  1499  1567  1603
+#:
+#: With two threads the best runs held about twice as many tokens (256 tokens: 2 a run; 128: 8);
+#: the fp32 graph's best runs held 256 to 512 tokens too. OpenVINO's CPU plugin is the other way
+#: (fp32, one thread: 256 tokens 59 chunks/s alone, 64 at 16 a run), so it keeps whole batches.
+#: On the seed corpus's chunks, most within a few tokens of the window, the worker's encode ran
+#: 2.3% faster than with runs of up to ``embed_batch_size`` (85.6 against 83.7 chunks/s, four
+#: rounds in turns); on the public corpus's, whose lengths rarely repeat, the same (113.3, 112.8).
+TOKENS_PER_RUN_PER_THREAD = 512
+
 #: Pooling modes of sentence-transformers' ``Pooling`` module that these backends apply.
 POOLING = ("mean", "cls", "max")
 
@@ -125,6 +143,14 @@ def instructions(model_name: str) -> dict[str, str]:
     }
 
 
+def run_size(length: int, tokens_per_run: int | None, batch_size: int) -> int:
+    """Texts of ``length`` tokens one run of the graph takes: at most ``batch_size``, and as
+    many as ``tokens_per_run`` holds (None: no such limit), at least one."""
+    if tokens_per_run is None:
+        return max(1, batch_size)
+    return max(1, min(batch_size, tokens_per_run // max(1, length)))
+
+
 class GraphEmbedding(BaseEmbedding):
     """Sentence embeddings from an ONNX export, batched by length; subclasses run the graph."""
 
@@ -132,6 +158,9 @@ class GraphEmbedding(BaseEmbedding):
     query_instruction: str | None = None
     text_instruction: str | None = None
     dimension: int = 0
+    #: Tokens one run of the graph holds at most (None: ``embed_batch_size`` texts, whatever
+    #: their length).
+    tokens_per_run: int | None = None
     _tokenizer: Any = PrivateAttr()
     _pooling: str = PrivateAttr()
     _inputs: set[str] = PrivateAttr()
@@ -148,19 +177,20 @@ class GraphEmbedding(BaseEmbedding):
         raise NotImplementedError
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
-        """Texts of the same token count run together, up to ``embed_batch_size``; the others one
-        at a time. Nothing is padded: on a CPU padding cost more than batching saves (measured on
-        the public corpus's chunks: one text a run is 1.6 times batches of 32 sorted by length,
-        at a third of the memory), and an int8 graph's vector of a text then depends on no other
-        text but those of its own length."""
+        """Texts of the same token count run together, up to ``embed_batch_size`` and as many as
+        ``tokens_per_run`` holds (at least one); the others one at a time. Nothing is padded: on
+        a CPU padding cost more than batching saves (measured on the public corpus's chunks: one
+        text a run is 1.6 times batches of 32 sorted by length, at a third of the memory), and an
+        int8 graph's vector of a text then depends on no other text but those of its own length."""
         encodings = self._tokenizer.encode_batch([t.strip() for t in texts])  # as sentence-transformers
         by_length: dict[int, list[int]] = {}
         for i, encoding in enumerate(encodings):
             by_length.setdefault(len(encoding.ids), []).append(i)
         out: list[list[float]] = [[] for _ in texts]
-        for same in by_length.values():
-            for start in range(0, len(same), self.embed_batch_size):
-                batch = same[start : start + self.embed_batch_size]
+        for length, same in by_length.items():
+            size = run_size(length, self.tokens_per_run, self.embed_batch_size)
+            for start in range(0, len(same), size):
+                batch = same[start : start + size]
                 for i, vector in zip(batch, self._encode([encodings[i] for i in batch]), strict=True):
                     out[i] = vector.tolist()
         return out
@@ -224,7 +254,7 @@ class OnnxRuntimeEmbedding(GraphEmbedding):
     _session: Any = PrivateAttr()
 
     def __init__(self, folder: Path, onnx_file: str, threads: int, **kwargs: Any) -> None:
-        super().__init__(folder, **kwargs)
+        super().__init__(folder, tokens_per_run=TOKENS_PER_RUN_PER_THREAD * threads, **kwargs)
         self._session = ort_session(folder / onnx_file, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
 

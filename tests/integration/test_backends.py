@@ -46,6 +46,36 @@ def test_a_texts_vector_does_not_depend_on_the_texts_beside_it(backend: str) -> 
     assert together.shape == (4, 384)
 
 
+def test_onnx_runtime_runs_texts_of_one_length_only_as_many_as_its_token_budget_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # long texts of one length run a few at a time (a larger run spills the caches), short ones
+    # in one run (encoder.TOKENS_PER_RUN_PER_THREAD)
+    from dropvec.workers.embed import load_embedder
+    from dropvec.workers.encoder import TOKENS_PER_RUN_PER_THREAD, OnnxRuntimeEmbedding
+
+    settings = Settings(_env_file=None, log_level="WARNING", embed_backend="onnx-int8")  # type: ignore[call-arg]
+    model = load_embedder(settings)
+    assert model.tokens_per_run == TOKENS_PER_RUN_PER_THREAD * settings.threads_per_process()
+    shapes: list[tuple[int, ...]] = []
+    run = OnnxRuntimeEmbedding._run
+
+    def recorded(self: OnnxRuntimeEmbedding, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        shapes.append(inputs["input_ids"].shape)
+        return run(self, inputs)
+
+    monkeypatch.setattr(OnnxRuntimeEmbedding, "_run", recorded)
+    vectors = model.get_text_embedding_batch(["word " * 400] * 8 + ["Sea otters hold hands."] * 8)
+    assert len(vectors) == 16
+    window = model.max_length  # (the long texts, truncated to it)
+    per_run = max(1, model.tokens_per_run // window)
+    assert sorted(n for n, tokens in shapes if tokens == window) == sorted(
+        [per_run] * (8 // per_run) + ([8 % per_run] if 8 % per_run else [])
+    )
+    short = [n for n, tokens in shapes if tokens != window]
+    assert short == [8], shapes  # (a few tokens each: all eight in one run)
+
+
 def test_the_int8_graph_runs_without_the_skip_layer_norm_fusion_and_the_padding_mask(tmp_path: Path) -> None:
     """ONNX Runtime would fold each residual Add and LayerNorm into SkipLayerNormalization, whose
     CPU kernel was the int8 graph's slowest part (encoder.UNFUSED); the worker's session leaves

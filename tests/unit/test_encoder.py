@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dropvec.config.errors import ConfigError
-from dropvec.workers.encoder import pooling_of
+from dropvec.workers.encoder import pooling_of, run_size
 
 
 def model_folder(tmp_path: Path, pooling: dict, extra: list[dict] = ()) -> Path:  # type: ignore[assignment]
@@ -160,3 +160,12 @@ def test_a_mask_that_holds_more_than_padding_is_left_in_place(tmp_path: Path) ->
     original = graph.read_bytes()
     assert not drop_padding_mask(graph, _probes())
     assert graph.read_bytes() == original
+
+
+def test_a_run_takes_as_many_texts_of_one_length_as_its_tokens_hold_within_the_batch() -> None:
+    assert run_size(256, 512, 32) == 2
+    assert run_size(100, 512, 32) == 5
+    assert run_size(16, 512, 32) == 32  # (the batch size caps it)
+    assert run_size(600, 512, 32) == 1  # (a text longer than the budget still runs)
+    assert run_size(256, 1024, 32) == 4  # (two threads)
+    assert run_size(256, None, 32) == 32  # (no budget: OpenVINO keeps whole batches)
