@@ -83,6 +83,7 @@ def answers(q: Question, text: str) -> bool:
 
 
 def measure(settings: Any, asked: list[Question], vectors: list[list[float]]) -> dict[str, Any]:
+    from dropvec.search import query_terms
     from dropvec.workers.rerank import rerank
     from dropvec.workers.store import Retrieval, read_store, retrieve
 
@@ -93,7 +94,8 @@ def measure(settings: Any, asked: list[Question], vectors: list[list[float]]) ->
     timings: list[float] = []
     for q, vector in zip(asked, vectors, strict=True):
         began = time.perf_counter()
-        found = retrieve(settings, Retrieval(settings.search_mode, vector, q.question, depth))
+        terms = query_terms(settings, q.question) if settings.search_mode != "dense" else None
+        found = retrieve(settings, Retrieval(settings.search_mode, vector, terms, depth))
         if settings.rerank_model:
             found = rerank(settings, q.question, found, DEEP)
         timings.append((time.perf_counter() - began) * 1000)

@@ -6,27 +6,31 @@ grows to 1M entities.
 
 1. Fill: nodes with random unit vectors (384 dimensions) and chunk-sized text are written
    through dropvec's own ``ChunkWriter`` (llama-index ``MilvusVectorStore`` ``async_add``
-   batches, ``write_concurrency`` in flight), with the first point of ``--grid`` (batch size x
-   concurrency; the default settings' 256 x 4), up to each size in ``--at``. At each size:
+   batches, ``write_concurrency`` in flight; BM25's document side made from each text), with the
+   first point of ``--grid`` (batch size x concurrency; the default settings' 256 x 4), up to
+   each size in ``--at``; after each task's writes, what they add to BM25's statistics goes to
+   the ledger, as a worker does (both timed). At each size:
    - writes: vectors/s over the last ``--window`` entities written before it;
    - search: ``--queries`` top-5 searches, one client, one after another, through the same
      store's ``query`` (as the tutorial's retriever does). Reported: p50, p95, p99;
    - with ``--texts public`` (the chunks' texts are then the public corpus's own, cut by the
      producer and repeated as needed, rather than one sentence): dropvec's hybrid and BM25
-     searches (``store.retrieve``, as ``dropvec search`` runs them) of the retrieval benchmark's
-     questions, with random query vectors: the question's embedding is not included;
+     searches (``store.retrieve``, as ``dropvec search`` runs them, the query's IDF read from the
+     ledger included) of the retrieval benchmark's questions, with random query vectors: the
+     question's embedding is not included;
    - the two look-ups a worker makes: stored vectors by 128 embed hashes (reuse), and the
      removal of a file's 100 rows by ``doc_id`` (as an edit or delete does). Reported: p50, p95.
 2. The other points of ``--grid`` write ``--grid-entities`` each into fresh collections.
 
-Starts its own embedded Milvus (``--milvus``, default: the settings' ``embedded_milvus``) on a
-free port under a temporary folder. Prints figures; asserts nothing.
+Starts its own Valkey and embedded Milvus (``--milvus``, default: the settings' ``embedded_milvus``)
+on free ports under a temporary folder. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -76,11 +80,14 @@ def write(
     """Fill ``settings.collection`` (created anew) up to each of ``sizes`` in turn, yielding at
     each the size and the vectors/s of the last ``window`` entities written before it."""
     from bench.core import drop_collection
+    from dropvec.ledger.state import StateStore
     from dropvec.workers.loop import LoopThread
     from dropvec.workers.store import ensure_collection
 
     drop_collection(settings)
     ensure_collection(settings, DIM)
+    terms = StateStore.from_settings(settings).terms
+    terms.forget(settings.collection)
     tuned = settings.model_copy(update={"write_batch_size": batch_size, "write_concurrency": concurrency})
     rng = np.random.default_rng(seed)
     loop = LoopThread("bench-writer")
@@ -92,7 +99,9 @@ def write(
             while written < size:
                 batch = nodes(min(step, size - written), rng, written, texts)
                 t = time.perf_counter()
+                writer.set_avgdl(terms.avgdl(settings.collection))
                 loop.run(writer.write(batch, maybe_stored=False))  # (a task's first run)
+                terms.apply(settings.collection, writer.take_terms())
                 timed.append((len(batch), time.perf_counter() - t))
                 written += len(batch)
             last, seconds = 0, 0.0
@@ -126,7 +135,9 @@ def search_latency(settings: Any, queries: int, top_k: int = 5) -> list[float]:
 
 
 def text_search_latency(settings: Any, questions: list[str], mode: str, top_k: int = 5) -> list[float]:
-    """Milliseconds per dropvec search (``store.retrieve``) of each question, random query vectors."""
+    """Milliseconds per dropvec search (``store.retrieve``, the query's IDF read from the ledger)
+    of each question, random query vectors."""
+    from dropvec.search import query_terms
     from dropvec.workers.store import Retrieval, read_store, retrieve
 
     read_store(settings)
@@ -136,7 +147,8 @@ def text_search_latency(settings: Any, questions: list[str], mode: str, top_k: i
         vector = rng.standard_normal(DIM).astype(np.float32)
         vector /= np.linalg.norm(vector)
         t = time.perf_counter()
-        found = retrieve(settings, Retrieval(mode, vector.tolist(), question, top_k))  # type: ignore[arg-type]
+        terms = query_terms(settings, question)
+        found = retrieve(settings, Retrieval(mode, vector.tolist(), terms, top_k))
         if i >= 5:
             timings.append((time.perf_counter() - t) * 1000)
         assert len(found) == top_k
@@ -212,7 +224,7 @@ def main() -> None:
     settings, _ = private_settings(root, own_milvus=True)
     if args.milvus:
         settings = settings.model_copy(update={"embedded_milvus": args.milvus})
-    services = start_services(settings, redis=False)
+    services = start_services(settings)
     rows: list[dict[str, Any]] = []
     try:
         points = [tuple(int(x) for x in p.split("x")) for p in args.grid.split(",")]
@@ -263,6 +275,7 @@ def main() -> None:
     finally:
         for s in reversed(services):
             s.stop()
+        shutil.rmtree(root, ignore_errors=True)  # (Milvus Lite's file keeps its size: GBs at 1M)
     if args.json:
         for row in rows:
             print(json.dumps(row))

@@ -27,12 +27,13 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Set
+from collections.abc import Callable, Sequence, Set
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from dropvec.config.bm25 import TermCounts, counted
 from dropvec.config.ids import doc_id_for, ids_digest
 from dropvec.config.records import LIVE, FileRecord, FileStatus
 from dropvec.config.settings import Settings
@@ -45,6 +46,7 @@ from dropvec.workers.store import (
     GENERATION,
     ID,
     ROW_FIELDS,
+    TEXT,
     count_rows,
     iter_rows,
 )
@@ -135,11 +137,14 @@ class Report:
 
 
 def read_store(
-    settings: Settings, on_page: Callable[[list[dict[str, Any]]], None] | None = None
+    settings: Settings,
+    on_page: Callable[[list[dict[str, Any]]], None] | None = None,
+    fields: Sequence[str] = (),
 ) -> dict[str, StoredDoc]:
-    """The collection, streamed: per doc id, its rows and id digest by generation."""
+    """The collection, streamed: per doc id, its rows and id digest by generation; ``on_page``
+    sees each page of rows, with ``fields`` besides those read for this."""
     docs: dict[str, StoredDoc] = defaultdict(StoredDoc)
-    for page in iter_rows(settings, ROW_FIELDS):
+    for page in iter_rows(settings, [*ROW_FIELDS, *fields]):
         for row in page:
             doc, generation = docs[str(row[DOC_ID])], int(row.get(GENERATION) or 0)
             doc.path = doc.path or str(row.get(FILE_PATH) or "")
@@ -160,9 +165,9 @@ def check(
 ) -> Report:
     """Compare ``folder`` (default: the inbox), the ledger and the collection. ``full``: read every
     row and hash every file (else: files by name only, and the collection by its row count, when
-    no work is on its way); ``rebuild_hashes``: the set of stored embed hashes made afresh from
-    the rows read; ``save``: kept as the last check (``status``, the metrics). Raises
-    ServiceUnavailable if Redis or Milvus is down."""
+    no work is on its way); ``rebuild_hashes``: the set of stored embed hashes and BM25's
+    statistics made afresh from the rows read (their texts read too); ``save``: kept as the last
+    check (``status``, the metrics). Raises ServiceUnavailable if Redis or Milvus is down."""
     state = StateStore.from_settings(settings)
     state.ping()
     folder = (folder or settings.inbox).absolute()
@@ -191,11 +196,20 @@ def check(
     report = Report(problems, files=len(on_disk), records=len(records), full=full)
     if full:
         hashes = state.hashes.rebuild(settings.collection) if rebuild_hashes else None
-        docs = read_store(
-            settings, (lambda page: hashes.add(r[EMBED_HASH] for r in page)) if hashes else None
-        )
+        terms = TermCounts()
+
+        def rebuild(page: list[dict[str, Any]]) -> None:
+            assert hashes is not None
+            hashes.add(r[EMBED_HASH] for r in page)
+            terms.merge(counted(r.get(TEXT) or "" for r in page))
+
         if hashes is not None:
+            docs = read_store(settings, rebuild, fields=[TEXT])
             hashes.commit()
+            # (rows that workers write or remove meanwhile may be counted twice or not at all)
+            state.terms.replace(settings.collection, terms)
+        else:
+            docs = read_store(settings)
         report.rows = sum(sum(d.rows.values()) for d in docs.values())
         # the ledger and the queue read again: a file whose version moved on while the rows were
         # streamed (a new version written, a new file started) is in motion, for the next check

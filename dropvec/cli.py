@@ -218,7 +218,7 @@ def check(
 @command
 def migrate() -> None:
     """Give a collection of an older dropvec the fields of hybrid search and filters (no embedding)."""
-    from dropvec.workers.store import migrate as run
+    from dropvec.workers.runtime import migrate as run
 
     copied = run(settings := _settings())
     print(f"migrated {copied} chunks into {settings.collection!r}" if copied else "the collection is current")

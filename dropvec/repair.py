@@ -100,7 +100,9 @@ def repair(
     about = {p.doc_id for p in report.problems if p.doc_id}
     for p in check(settings, folder).problems:
         if p.finding == Finding.ORPHANS and p.doc_id in about and p.generations:
-            done.rows_deleted += delete_rows(settings, p.doc_id, p.generations)
+            removed = delete_rows(settings, p.doc_id, p.generations)
+            producer.state.terms.apply(settings.collection, removed.negated())
+            done.rows_deleted += removed.docs
     done.after = check(settings, folder, rebuild_hashes=True)
     return done
 
@@ -155,7 +157,8 @@ def adopt(
         )
         (adopted if whole else changed).append(stored.path)
         if whole and (older := [g for g in stored.rows if g != generation]):
-            delete_rows(settings, doc_id, older)  # (what the version stored whole replaced)
+            # (what the version stored whole replaced)
+            state.terms.apply(settings.collection, delete_rows(settings, doc_id, older).negated())
     return adopted, changed
 
 

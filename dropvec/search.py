@@ -1,5 +1,6 @@
-"""Retrieval over the collection: dense (the model's vectors), sparse (BM25 over the text, made by
-Milvus itself) or hybrid (both, fused by Milvus's ranker), with filters applied inside Milvus.
+"""Retrieval over the collection: dense (the model's vectors), sparse (BM25 over the text: the
+query's terms weighed by their IDF in the collection, ``dropvec.config.bm25``) or hybrid (both,
+fused by Milvus's ranker), with filters applied inside Milvus.
 
 The collection stays one that llama-index's own ``MilvusVectorStore`` reads: the tutorial's query
 code works on it unchanged (dense). dropvec's own searches ask Milvus directly, for what that
@@ -22,9 +23,11 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
+from dropvec.config import bm25
 from dropvec.config.errors import ConfigError
 from dropvec.config.messages import LOCATION_KEYS
 from dropvec.config.settings import Settings
+from dropvec.ledger.state import StateStore
 from dropvec.workers.embed import load_embedder
 from dropvec.workers.rerank import load_reranker, rerank
 from dropvec.workers.store import Retrieval, has_text_search, milvus_errors, neighbours, read_store, retrieve
@@ -157,6 +160,19 @@ class Query:
         return cls(k or settings.top_k, mode or settings.search_mode, filters, context)  # type: ignore[arg-type]
 
 
+_ledgers: dict[str, StateStore] = {}
+
+
+def query_terms(settings: Settings, question: str) -> dict[int, float]:
+    """BM25's query side of ``question``: its terms, each weighed by its IDF in the collection
+    (the statistics the workers keep in the ledger)."""
+    if settings.redis_url not in _ledgers:  # (one client a process, as for Milvus)
+        _ledgers[settings.redis_url] = StateStore.from_settings(settings)
+    counts = bm25.terms(question)
+    docs, df = _ledgers[settings.redis_url].terms.document_frequencies(settings.collection, counts)
+    return bm25.query_vector(counts, docs, df)
+
+
 class Retriever(BaseRetriever):
     """The top-k chunks of the collection for a question, as llama-index's query engines take
     them (``ask``). The async path runs the same retrieval in a thread (the client is a
@@ -171,7 +187,7 @@ class Retriever(BaseRetriever):
             if self.mode == "sparse":
                 raise ConfigError(
                     f"collection {settings.collection!r} has no BM25 field: made by an older dropvec "
-                    "(run `dropvec migrate`) or on a Milvus before 2.5"
+                    "(run `dropvec migrate`) or on a Milvus before 2.4"
                 )
             self.mode = "dense"  # (the collection of an older dropvec, or a Milvus before 2.5)
         if settings.rerank_model:
@@ -182,15 +198,17 @@ class Retriever(BaseRetriever):
     @milvus_errors
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         began = time.perf_counter()
-        vector = None
+        vector = terms = None
         if self.mode != "sparse":
             vector = self.embedder.get_query_embedding(query_bundle.query_str)
+        if self.mode != "dense":
+            terms = query_terms(self.settings, query_bundle.query_str)
         searched = time.perf_counter()
         k = max(self.query.k, self.settings.rerank_depth) if self.settings.rerank_model else self.query.k
         found = retrieve(
             self.settings,
             Retrieval(
-                mode=self.mode, vector=vector, text=query_bundle.query_str, k=k,
+                mode=self.mode, vector=vector, terms=terms, k=k,
                 expression=self.query.filters.expression(),
             ),
         )  # fmt: skip

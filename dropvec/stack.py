@@ -356,11 +356,12 @@ def running(
 
 def migrate_if_outdated(settings: Settings) -> None:
     """A collection made by an older dropvec gets this one's fields (text search, filters), from its
-    own vectors, before the workers start."""
-    from dropvec.workers.store import migrate, outdated
+    own vectors, before the workers start (which count its BM25 statistics: ``fill_terms``)."""
+    from dropvec.workers.runtime import migrate
+    from dropvec.workers.store import outdated
 
     if outdated(settings):
-        log.warning("collection %r lacks the fields for hybrid search and filters: migrating it "
+        log.warning("collection %r was made by an older dropvec: migrating it to this one's fields "
                     "(its vectors are copied, nothing is embedded)", settings.collection)  # fmt: skip
         log.warning("migrated %d chunks into the new collection %r", migrate(settings), settings.collection)
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import fakeredis
 
+from dropvec.config import bm25
+from dropvec.config.bm25 import TermCounts
 from dropvec.config.errors import ServiceUnavailable
 from dropvec.config.messages import (
     EMBED_FILES_TASK,
@@ -72,6 +74,20 @@ class MemoryStore:
     def __init__(self) -> None:
         self.rows: dict[str, Row] = {}
         self.on_write: Callable[[float], None] | None = None
+        self.avgdl = 0.0
+        self._terms = TermCounts()
+
+    def set_avgdl(self, avgdl: float) -> None:
+        self.avgdl = avgdl
+
+    def take_terms(self) -> TermCounts:
+        terms, self._terms = self._terms, TermCounts()
+        return terms
+
+    def _gone(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            if (row := self.rows.pop(key, None)) is not None:
+                self._terms.add(bm25.terms(row.text), sign=-1)
 
     async def stored_vectors(self, hashes: Sequence[str]) -> dict[str, list[float]]:
         wanted = set(hashes)
@@ -83,8 +99,10 @@ class MemoryStore:
         if not maybe_stored:
             twice = [n.node_id for n in nodes if n.node_id in self.rows]
             assert not twice, f"chunks written twice, by a task not marked as run before: {twice}"
+        nodes = [n for n in nodes if n.node_id not in self.rows]
         for node in nodes:
             m = node.metadata
+            self._terms.add(bm25.terms(node.text))
             self.rows[node.node_id] = Row(
                 node.ref_doc_id, int(m["generation"]), m["file_path"], int(m["chunk_index"]), node.text,
                 m["embed_hash"], list(node.embedding),
@@ -94,13 +112,11 @@ class MemoryStore:
         return len(nodes)
 
     async def delete_ids(self, ids: Sequence[str]) -> None:
-        for node_id in ids:
-            self.rows.pop(node_id, None)
+        self._gone(ids)
 
     async def remove(self, doc_id: str, below_generation: int) -> int:
         gone = [k for k, r in self.rows.items() if r.doc_id == doc_id and r.generation < below_generation]
-        for key in gone:
-            del self.rows[key]
+        self._gone(gone)
         return len(gone)
 
 

@@ -10,15 +10,24 @@ from typing import Protocol
 
 from llama_index.core.schema import BaseNode
 
+from dropvec.config.bm25 import TermCounts, counted
 from dropvec.config.errors import MilvusUnavailable, ServiceUnavailable, mapping
 from dropvec.config.messages import EmbedTask, RemoveTask, embed_hash, embedded_text, to_node
 from dropvec.config.records import FileRecord, FileStatus, TaskCount, retired
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import WorkerMetrics
 from dropvec.ledger.state import StateStore, TaskDone
+from dropvec.workers import store
 from dropvec.workers.embed import embedding_dim, load_embedder
 from dropvec.workers.loop import LoopThread
-from dropvec.workers.store import ChunkWriter, ensure_collection, iter_embed_hashes, open_store
+from dropvec.workers.store import (
+    TEXT,
+    ChunkWriter,
+    ensure_collection,
+    iter_embed_hashes,
+    iter_rows,
+    open_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,8 @@ class Writer(Protocol):
     async def write(self, nodes: Sequence[BaseNode], *, maybe_stored: bool = True) -> int: ...
     async def delete_ids(self, ids: Sequence[str]) -> None: ...
     async def remove(self, doc_id: str, below_generation: int) -> int: ...
+    def set_avgdl(self, avgdl: float) -> None: ...
+    def take_terms(self) -> TermCounts: ...
 
 
 class WorkerRuntime:
@@ -71,8 +82,10 @@ class WorkerRuntime:
         state = StateStore.from_settings(settings)
         if ensure_collection(settings, embedding_dim(embedder)):
             state.hashes.forget(settings.collection)
+            state.terms.forget(settings.collection)
         else:
             fill_stored(settings, state)
+            fill_terms(settings, state)
         loop = LoopThread()
 
         async def open_writer() -> ChunkWriter:
@@ -104,9 +117,13 @@ class WorkerRuntime:
         ``again``: the tasks may have run before (see ``tasks.ran_before``): chunks already stored
         are not written twice.
         """
+        self._count_terms()  # (rows a task that failed part-way wrote)
         live = self._current(tasks)
         if not live:
             return 0
+        # (the collection's mean length; for its first chunks, their own)
+        avgdl = self.state.terms.avgdl(self.settings.collection)
+        self.writer.set_avgdl(avgdl or counted(c.text for t in live for c in t.chunks).mean_length())
         texts = [[embedded_text(c, t.doc_id) for c in t.chunks] for t in live]
         hashes = [[embed_hash(self.settings.model_key, text) for text in ts] for ts in texts]
         nodes = [
@@ -144,14 +161,20 @@ class WorkerRuntime:
             write(set(batch))
         for f in pending:
             f.result(WRITE_TIMEOUT_SECONDS)
+        self._count_terms()
         self.state.hashes.add(self.settings.collection, todo)
         work: dict[str, float] = {
             "embed_seconds": embed_seconds,
             "write_seconds": self.write_seconds - write_seconds_before,
         }
         kept = self._count(live, hashes, set(todo), work)
+        self._count_terms()  # (rows of replaced tasks deleted)
         self.state.counters.count(work)
         return kept
+
+    def _count_terms(self) -> None:
+        """The BM25 statistics of the collection get what the rows written and removed changed."""
+        self.state.terms.apply(self.settings.collection, self.writer.take_terms())
 
     def process_pack(
         self,
@@ -248,6 +271,7 @@ class WorkerRuntime:
     @_late_writes
     def remove(self, task: RemoveTask) -> int:
         removed = self.loop.run(self.writer.remove(task.doc_id, task.below_generation), WRITE_TIMEOUT_SECONDS)
+        self._count_terms()
         if removed:
             log.info("removed %d chunk(s) of %s", removed, task.file_path or task.doc_id)
         return removed
@@ -271,6 +295,35 @@ def fill_stored(settings: Settings, state: StateStore) -> int:
         state.hashes.end_fill(settings.collection)
     log.info("listed the %d stored vectors of %r for reuse", rows, settings.collection)
     return rows
+
+
+def fill_terms(settings: Settings, state: StateStore) -> int:
+    """If Redis has no BM25 statistics of the collection (a collection migrated from Milvus's own
+    BM25, or Redis lost them) and no other worker is counting them: count every row's terms. How
+    many rows were read. (Rows that other workers write or remove meanwhile may be counted twice
+    or not at all: a small drift in the weights of terms, never in what is stored.)"""
+    if not state.terms.claim_fill(settings.collection):
+        return 0
+    counts = TermCounts()
+    try:
+        for page in iter_rows(settings, [TEXT]):
+            counts.merge(counted(row.get(TEXT) or "" for row in page))
+        state.terms.replace(settings.collection, counts)
+    finally:
+        state.terms.end_fill(settings.collection)
+    log.info("counted the terms of the %d stored chunks of %r for BM25", counts.docs, settings.collection)
+    return counts.docs
+
+
+def migrate(settings: Settings) -> int:
+    """``store.migrate``: a collection of an older dropvec rebuilt with this one's fields; then
+    its BM25 statistics counted afresh. How many rows were copied (0: it was current)."""
+    copied = store.migrate(settings)
+    if copied:
+        state = StateStore.from_settings(settings)
+        state.terms.forget(settings.collection)
+        fill_terms(settings, state)
+    return copied
 
 
 _runtime: WorkerRuntime | None = None

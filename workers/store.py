@@ -7,12 +7,14 @@ The collection is created here, with the fields llama-index's MilvusVectorStore 
     generation        the file version the chunk belongs to: older versions are removed by it
     file_path, file_type, modified
                       where the chunk comes from, for filters at query time
-    sparse_embedding  BM25 of ``text`` (Milvus's English analyzer: stemming, stop words), made
-                      by the server's own BM25 function from the text: nothing more is embedded
+    sparse_embedding  BM25 of ``text``, the document side (``dropvec.config.bm25``: words, stop
+                      words, stemming), searched by inner product with the query side, which
+                      holds the terms' IDF; made here from the text, by ``BM25Terms``
 
-A Milvus without BM25 functions (before 2.5) gets the collection without the sparse field, and
-searches there are dense only. A collection of an older dropvec is rebuilt with the new fields
-from its own stored vectors by ``migrate``.
+A Milvus without sparse vectors (before 2.4) gets the collection without the sparse field, and
+searches there are dense only. A collection of an older dropvec (without the file fields, or with
+Milvus's own BM25 function, whose index slows Milvus Lite as it grows) is rebuilt with the current
+fields from its own stored vectors by ``migrate``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from pymilvus import DataType, Function, FunctionType, MilvusClient
+from pymilvus import DataType, MilvusClient
 from pymilvus.client import entity_helper
 from pymilvus.client.types import LoadState
 from pymilvus.exceptions import MilvusException
 
+from dropvec.config.bm25 import TermCounts, counted, document_vector, terms
 from dropvec.config.errors import ConfigError, MilvusUnavailable, mapped_methods, mapping
 from dropvec.config.polling import poll
 from dropvec.config.settings import Settings
@@ -39,6 +42,8 @@ from dropvec.config.settings import Settings
 if TYPE_CHECKING:  # (llama-index takes a second to import: only the write and read paths pay it)
     from llama_index.core.schema import BaseNode, NodeWithScore
     from llama_index.vector_stores.milvus import MilvusVectorStore
+
+    from dropvec.workers.sparse import BM25Terms
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +72,11 @@ def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> Milvu
     """
     from llama_index.vector_stores.milvus import MilvusVectorStore
 
+    from dropvec.workers.sparse import BM25Terms
+
     if dim is not None:
         ensure_collection(settings, dim)
+    sparse = has_text_search(settings)
     return MilvusVectorStore(
         **settings.milvus_connection,
         collection_name=settings.collection,
@@ -79,6 +87,9 @@ def open_store(settings: Settings, dim: int | None, *, use_async: bool) -> Milvu
         upsert_mode=False,  # (ChunkWriter.write: each chunk is stored once without it)
         batch_size=settings.write_batch_size,
         use_async_client=use_async,
+        enable_sparse=sparse,
+        sparse_embedding_field=SPARSE,
+        sparse_embedding_function=BM25Terms() if sparse else None,
     )
 
 
@@ -113,8 +124,6 @@ ID, DOC_ID, TEXT, EMBEDDING = "id", "doc_id", "text", "embedding"
 EMBED_HASH, GENERATION = "embed_hash", "generation"
 FILE_PATH, FILE_TYPE, MODIFIED = "file_path", "file_type", "modified"
 SPARSE = "sparse_embedding"  # (llama-index's name for it: its sparse query modes find it)
-#: What BM25 indexes of the text: Milvus's English analyzer (lower case, stop words, stemming).
-ANALYZER = {"type": "english"}
 #: Scalar index types to try, newest Milvus first.
 SCALAR_INDEX_TYPES = ("INVERTED", "Trie")
 #: Queries at most per vector look-up (see ChunkWriter.stored_vectors).
@@ -130,7 +139,13 @@ def ensure_collection(settings: Settings, dim: int) -> bool:
     client = milvus_client(settings)
     try:
         if client.has_collection(settings.collection):
-            _check_collection(settings, client.describe_collection(settings.collection)["fields"], dim)
+            described = client.describe_collection(settings.collection)
+            _check_collection(settings, described["fields"], dim)
+            if _milvus_bm25(described):
+                raise ConfigError(
+                    f"collection {settings.collection!r} was made by an older dropvec (Milvus's own "
+                    "BM25 function): run `dropvec migrate` (its vectors are copied, nothing is embedded)"
+                )
             return False
         try:
             create_collection(client, settings, dim, text_search=True)
@@ -138,7 +153,7 @@ def ensure_collection(settings: Settings, dim: int) -> bool:
             if client.has_collection(settings.collection):
                 _wait_until_loaded(client, settings.collection)  # another worker is creating it
                 return False
-            # (a Milvus before 2.5: no BM25 function, analyzer or sparse vectors)
+            # (a Milvus before 2.4: no sparse vectors)
             log.warning("Milvus made no BM25 field (%s): searches will be dense only", exc)
             create_collection(client, settings, dim, text_search=False)
         client.load_collection(settings.collection)
@@ -148,12 +163,11 @@ def ensure_collection(settings: Settings, dim: int) -> bool:
 
 
 def create_collection(client: MilvusClient, settings: Settings, dim: int, *, text_search: bool) -> None:
-    """The collection, its indexes, loaded; ``text_search``: with the BM25 field and function."""
+    """The collection, its indexes, loaded; ``text_search``: with the BM25 field."""
     schema = client.create_schema(auto_id=False, enable_dynamic_field=True)
     schema.add_field(ID, DataType.VARCHAR, max_length=65_535, is_primary=True)
     schema.add_field(DOC_ID, DataType.VARCHAR, max_length=65_535)
-    text_options = {"enable_analyzer": True, "analyzer_params": ANALYZER} if text_search else {}
-    schema.add_field(TEXT, DataType.VARCHAR, max_length=65_535, **text_options)
+    schema.add_field(TEXT, DataType.VARCHAR, max_length=65_535)
     schema.add_field(EMBED_HASH, DataType.VARCHAR, max_length=64)
     schema.add_field(GENERATION, DataType.INT64)
     # (not nullable: Milvus Lite has no nullable fields; every row has them: with_file_fields)
@@ -165,15 +179,7 @@ def create_collection(client: MilvusClient, settings: Settings, dim: int, *, tex
     index.add_index(EMBEDDING, index_type=settings.index_type, metric_type=settings.metric)
     if text_search:
         schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_function(
-            Function(
-                name="text_bm25",
-                function_type=FunctionType.BM25,
-                input_field_names=[TEXT],
-                output_field_names=[SPARSE],
-            )  # fmt: skip
-        )
-        index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
     client.create_collection(settings.collection, schema=schema, consistency_level=settings.consistency_level)
     try:
         client.create_index(settings.collection, index)
@@ -187,19 +193,27 @@ def create_collection(client: MilvusClient, settings: Settings, dim: int, *, tex
 
 @milvus_errors
 def has_text_search(settings: Settings) -> bool:
-    """Whether the collection holds the BM25 field (made by this dropvec, on Milvus 2.5+)."""
+    """Whether the collection holds the BM25 field that this dropvec fills (on Milvus 2.4+)."""
     key = (settings.milvus_uri, settings.collection)
     if key not in _text_search:
         client = milvus_client(settings)
         try:
-            fields = client.describe_collection(settings.collection)["fields"]
+            described = client.describe_collection(settings.collection)
         finally:
             client.close()
-        _text_search[key] = any(f["name"] == SPARSE for f in fields)
+        # (a BM25 field that Milvus's own function fills is an older dropvec's: `migrate`)
+        ours = any(f["name"] == SPARSE for f in described["fields"]) and not _milvus_bm25(described)
+        _text_search[key] = ours
     return _text_search[key]
 
 
 _text_search: dict[tuple[str, str], bool] = {}
+
+
+def _milvus_bm25(described: dict[str, Any]) -> bool:
+    """Whether a described collection has a field that a Milvus function fills (the BM25 of an
+    older dropvec). Milvus Lite lists no functions, but marks their output fields."""
+    return bool(described.get("functions")) or any(f.get("is_function_output") for f in described["fields"])
 
 
 def _wait_until_loaded(client: MilvusClient, collection: str, timeout: float = 120) -> None:
@@ -305,25 +319,26 @@ def count_rows(settings: Settings, doc_id: str | None = None) -> int:
 
 
 @milvus_errors
-def delete_rows(settings: Settings, doc_id: str, generations: Sequence[int] | None = None) -> int:
-    """Delete the rows of file ``doc_id`` (of these ``generations`` only, if given); how many ids.
-    Every copy of a row stored twice goes with its id."""
+def delete_rows(settings: Settings, doc_id: str, generations: Sequence[int] | None = None) -> TermCounts:
+    """Delete the rows of file ``doc_id`` (of these ``generations`` only, if given): the terms
+    they held, for the BM25 statistics (``docs``: how many ids). Every copy of a row stored twice
+    goes with its id."""
     client = milvus_client(settings)
     expr = f"{DOC_ID} == {json.dumps(doc_id)}"
     if generations is not None:
         expr += f" and {GENERATION} in {json.dumps([int(g) for g in generations])}"
-    removed = 0
+    removed = TermCounts()
     try:
         if not client.has_collection(settings.collection):
-            return 0
+            return removed
         while True:
             rows = client.query(
-                settings.collection, filter=expr, output_fields=[ID], limit=QUERY_LIMIT,
+                settings.collection, filter=expr, output_fields=[ID, TEXT], limit=QUERY_LIMIT,
                 consistency_level="Strong",
             )  # fmt: skip
             if rows:
                 client.delete(settings.collection, ids=[row[ID] for row in rows])
-            removed += len(rows)
+            removed.merge(counted(row[TEXT] for row in rows))
             if len(rows) < QUERY_LIMIT:
                 return removed
     finally:
@@ -333,7 +348,8 @@ def delete_rows(settings: Settings, doc_id: str, generations: Sequence[int] | No
 @mapped_methods(milvus_errors)
 class ChunkWriter:
     """Concurrent ``async_add`` batches, at most ``write_concurrency`` in flight per process;
-    vector look-ups by embed hash; removal of a file's old versions."""
+    vector look-ups by embed hash; removal of a file's old versions. What the rows written and
+    removed change in the BM25 statistics is kept until ``take_terms``."""
 
     def __init__(self, store: MilvusVectorStore, settings: Settings) -> None:
         self.store = store
@@ -344,6 +360,21 @@ class ChunkWriter:
         self.on_write: Callable[[float], None] | None = None
         assert store.aclient is not None, "the store must be opened with use_async=True"
         self._client = store.aclient
+        #: BM25's document side, as llama-index's store calls it (None: no BM25 field)
+        self.sparse: BM25Terms | None = store.sparse_embedding_function if store.enable_sparse else None  # type: ignore[assignment]
+        self._terms = TermCounts()
+
+    def set_avgdl(self, avgdl: float) -> None:
+        """The collection's mean document length, for the documents written next."""
+        if self.sparse is not None:
+            self.sparse.avgdl = avgdl
+
+    def take_terms(self) -> TermCounts:
+        """What the rows written and removed since the last call change in the statistics."""
+        terms, self._terms = self._terms, TermCounts()
+        if self.sparse is not None:
+            self.sparse.forget()  # (texts encoded for a write that failed)
+        return terms
 
     async def stored_vectors(self, embed_hashes: Sequence[str]) -> dict[str, list[float]]:
         """Vectors already in the store for any of ``embed_hashes`` (one per hash).
@@ -377,11 +408,11 @@ class ChunkWriter:
         while True:
             rows = await self._query(
                 filter=expr,
-                output_fields=[ID],
+                output_fields=[ID, TEXT],
                 limit=QUERY_LIMIT,
                 consistency_level="Strong",
             )
-            await self.delete_ids([row[ID] for row in rows])
+            await self._delete(rows)
             removed += len(rows)
             if len(rows) < QUERY_LIMIT:
                 return removed
@@ -397,8 +428,17 @@ class ChunkWriter:
             return list(await self._client.query(self.collection, **kwargs))
 
     async def delete_ids(self, ids: Sequence[str]) -> None:
+        """Delete the rows of ``ids`` that are stored."""
         if ids:
-            await self._client.delete(self.collection, ids=list(ids))
+            await self._delete(await self._query(
+                filter=f"{ID} in {json.dumps(list(ids))}", output_fields=[ID, TEXT],
+                consistency_level="Strong",
+            ))  # fmt: skip
+
+    async def _delete(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self._client.delete(self.collection, ids=[row[ID] for row in rows])
+            self._terms.merge(counted(row[TEXT] for row in rows), sign=-1)
 
     async def stored_ids(self, ids: Sequence[str]) -> set[str]:
         """Those of ``ids`` that are stored (a primary-key look-up)."""
@@ -430,6 +470,8 @@ class ChunkWriter:
         async with self._slots:
             start = time.perf_counter()
             written = len(await self.store.async_add(batch))
+            if self.sparse is not None:
+                self._terms.merge(self.sparse.take([node.get_content() for node in batch]))
             if self.on_write is not None:
                 self.on_write(time.perf_counter() - start)
             return written
@@ -437,12 +479,13 @@ class ChunkWriter:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """One search: ``dense`` by ``vector``, ``sparse`` (BM25) by ``text``, or ``hybrid`` by both,
-    the top ``k`` of the chunks that ``expression`` (a Milvus filter; "" for all) admits."""
+    """One search: ``dense`` by ``vector``, ``sparse`` (BM25) by ``terms`` (the query side of
+    ``dropvec.config.bm25``), or ``hybrid`` by both, the top ``k`` of the chunks that
+    ``expression`` (a Milvus filter; "" for all) admits."""
 
     mode: str
     vector: list[float] | None
-    text: str
+    terms: dict[int, float] | None
     k: int
     expression: str = ""
 
@@ -463,9 +506,14 @@ def retrieve(settings: Settings, query: Retrieval) -> list[NodeWithScore]:
 
     client = _readers[(settings.milvus_uri, settings.collection)][0]
     dense = {"data": [query.vector], "anns_field": EMBEDDING, "param": {"metric_type": settings.metric}}
-    sparse = {"data": [query.text], "anns_field": SPARSE, "param": {"metric_type": "BM25"}}
+    sparse = {"data": [query.terms], "anns_field": SPARSE, "param": {"metric_type": "IP"}}
     common = {"output_fields": NODE_FIELDS, "limit": query.k}
-    if query.mode == "hybrid":
+    mode = query.mode
+    if not query.terms and mode != "dense":  # (a question of stop words alone: BM25 finds nothing)
+        if mode == "sparse":
+            return []
+        mode = "dense"
+    if mode == "hybrid":
         depth = max(query.k, settings.search_depth)
         legs = [AnnSearchRequest(**leg, limit=depth, expr=query.expression) for leg in (dense, sparse)]
         ranker = (
@@ -475,7 +523,7 @@ def retrieve(settings: Settings, query: Retrieval) -> list[NodeWithScore]:
         )
         results = client.hybrid_search(settings.collection, legs, ranker=ranker, **common)
     else:
-        leg = dense if query.mode == "dense" else sparse
+        leg = dense if mode == "dense" else sparse
         results = client.search(
             settings.collection, data=leg["data"], anns_field=leg["anns_field"],
             search_params=leg["param"], filter=query.expression, **common,
@@ -516,14 +564,15 @@ def neighbours(settings: Settings, node: BaseNode, around: int) -> str:
 @milvus_errors
 def outdated(settings: Settings) -> bool:
     """Whether the collection exists but was made by an older dropvec: without the filter fields
-    (nor, then, the BM25 one). One that this dropvec made without BM25, on a Milvus before 2.5,
-    is current: migrating it again would not add it."""
+    (nor, then, the BM25 one), or with Milvus's own BM25 function. One that this dropvec made
+    without BM25, on a Milvus before 2.4, is current: migrating it again would not add it."""
     client = milvus_client(settings)
     try:
         if not client.has_collection(settings.collection):
             return False
-        names = {f["name"] for f in client.describe_collection(settings.collection)["fields"]}
-        return not {FILE_PATH, FILE_TYPE, MODIFIED} <= names
+        described = client.describe_collection(settings.collection)
+        names = {f["name"] for f in described["fields"]}
+        return not {FILE_PATH, FILE_TYPE, MODIFIED} <= names or _milvus_bm25(described)
     finally:
         client.close()
 
@@ -531,7 +580,8 @@ def outdated(settings: Settings) -> bool:
 @milvus_errors
 def migrate(settings: Settings, batch: int = 2_000) -> int:
     """Rebuild a collection of an older dropvec with this one's fields, from its own rows: the
-    vectors are copied, never embedded again, and Milvus makes the BM25 field from the text.
+    vectors are copied, never embedded again, and the BM25 field is made from the text (the
+    statistics are counted by the workers: ``runtime.fill_terms``).
     Rows are streamed (``batch`` at a time) into a new collection, which then takes the old one's
     name (renamed, or where the server cannot rename, as Milvus Lite cannot, copied back). A
     migration stopped part-way is finished by the next. How many rows were copied (0: the
@@ -576,10 +626,17 @@ def _create_current(client: MilvusClient, settings: Settings, dim: int) -> None:
 
 def _copy(client: MilvusClient, source: str, target: str, batch: int) -> int:
     ensure_loaded(client, source)
-    copied = 0
+    sparse = any(f["name"] == SPARSE for f in client.describe_collection(target)["fields"])
+    copied, avgdl = 0, 0.0
     rows = client.query_iterator(source, filter="", output_fields=["*"], batch_size=batch)
     while page := rows.next():
-        client.insert(target, [_current(row) for row in page])
+        page = [_current(row) for row in page]
+        if sparse:
+            counts = [terms(row.get(TEXT) or "") for row in page]
+            avgdl = avgdl or sum(sum(c.values()) for c in counts) / max(len(counts), 1)
+            for row, c in zip(page, counts, strict=True):
+                row[SPARSE] = document_vector(c, avgdl)
+        client.insert(target, page)
         copied += len(page)
         log.info("copied %d rows of %s into %s", copied, source, target)
     rows.close()

@@ -48,6 +48,7 @@ from dropvec.ledger import redis_boundary
 from dropvec.ledger.counters import Counters
 from dropvec.ledger.hashes import StoredHashes
 from dropvec.ledger.scripts import FILE_ENQUEUED, RAISE_GENERATION, TASK_DONE
+from dropvec.ledger.terms import TermStats
 
 #: What :meth:`StateStore.task_done` returns when the task made its file indexed.
 FILE_INDEXED = TaskCount.FILE_INDEXED
@@ -151,8 +152,10 @@ class StateStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        #: The embed hashes written to each collection, and the running totals: each its own.
+        #: The embed hashes written to each collection, its BM25 statistics, and the running
+        #: totals: each its own.
         self.hashes = StoredHashes(client)
+        self.terms = TermStats(client)
         self.counters = Counters(client)
         self._task_done = client.register_script(TASK_DONE)
         self._file_enqueued = client.register_script(FILE_ENQUEUED)

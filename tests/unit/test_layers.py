@@ -29,8 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                   "dropvec.producer.enqueue", "dropvec.producer.pack", "dropvec.workers.runtime")),
     ("adapters", ("dropvec.ledger", "dropvec.workers.app", "dropvec.workers.store", "dropvec.workers.embed",
                   "dropvec.workers.rerank", "dropvec.workers.encoder", "dropvec.workers.loop",
-                  "dropvec.producer.watch", "dropvec.producer.files", "dropvec.producer.read",
-                  "dropvec.producer.formats", "dropvec.producer.decode")),
+                  "dropvec.workers.sparse", "dropvec.producer.watch", "dropvec.producer.files",
+                  "dropvec.producer.read", "dropvec.producer.formats", "dropvec.producer.decode")),
     ("core", ("dropvec.config", "dropvec.producer.chunk", "dropvec.producer.markup",
               "dropvec.producer.tokens")),
 ]  # fmt: skip

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dropvec.config.bm25 import counted
 from dropvec.config.errors import InputFileError
 from dropvec.config.ids import doc_id_for
 from dropvec.config.messages import EMBED_FILES_TASK, EMBED_TASK
@@ -81,6 +82,12 @@ class Pipeline:
         assert self.stored() == self.expected()
         for path in expand([self.inbox]):
             assert self.record(path).get("status") == "indexed", (path, self.record(path))
+        # BM25's statistics count exactly the stored rows, whatever was written and removed
+        rows = counted(r.text for r in self.store.rows.values())
+        collection = self.settings.collection
+        docs, df = self.ledger.terms.document_frequencies(collection, rows.df)
+        assert (docs, self.ledger.terms.totals(collection)[1], df) == (rows.docs, rows.tokens, dict(rows.df))
+        assert self.ledger.r.hlen(self.ledger.terms.key(collection)) == len(rows.df)
 
 
 @pytest.fixture
