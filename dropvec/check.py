@@ -195,15 +195,13 @@ def check(
     problems = _confirm_stuck(state, problems)
     report = Report(problems, files=len(on_disk), records=len(records), full=full)
     if full:
-        hashes = state.hashes.rebuild(settings.collection) if rebuild_hashes else None
-        terms = TermCounts()
+        if rebuild_hashes:
+            hashes, terms = state.hashes.rebuild(settings.collection), TermCounts()
 
-        def rebuild(page: list[dict[str, Any]]) -> None:
-            assert hashes is not None
-            hashes.add(r[EMBED_HASH] for r in page)
-            terms.merge(counted(r.get(TEXT) or "" for r in page))
+            def rebuild(page: list[dict[str, Any]]) -> None:
+                hashes.add(r[EMBED_HASH] for r in page)
+                terms.merge(counted(r.get(TEXT) or "" for r in page))
 
-        if hashes is not None:
             docs = read_store(settings, rebuild, fields=[TEXT])
             hashes.commit()
             # (rows that workers write or remove meanwhile may be counted twice or not at all)

@@ -356,7 +356,7 @@ def running(
 
 def migrate_if_outdated(settings: Settings) -> None:
     """A collection made by an older dropvec gets this one's fields (text search, filters), from its
-    own vectors, before the workers start (which count its BM25 statistics: ``fill_terms``)."""
+    own vectors, and its BM25 statistics counted from its texts, before the workers start."""
     from dropvec.workers.runtime import migrate
     from dropvec.workers.store import outdated
 

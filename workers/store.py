@@ -581,7 +581,7 @@ def outdated(settings: Settings) -> bool:
 def migrate(settings: Settings, batch: int = 2_000) -> int:
     """Rebuild a collection of an older dropvec with this one's fields, from its own rows: the
     vectors are copied, never embedded again, and the BM25 field is made from the text (the
-    statistics are counted by the workers: ``runtime.fill_terms``).
+    statistics are counted afterwards, by ``runtime.migrate``).
     Rows are streamed (``batch`` at a time) into a new collection, which then takes the old one's
     name (renamed, or where the server cannot rename, as Milvus Lite cannot, copied back). A
     migration stopped part-way is finished by the next. How many rows were copied (0: the

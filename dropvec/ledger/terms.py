@@ -53,8 +53,7 @@ class TermStats:
 
     def avgdl(self, collection: str) -> float:
         """The mean document length in terms (0: no documents yet)."""
-        docs, tokens = self.totals(collection)
-        return tokens / docs if docs else 0.0
+        return TermCounts(*self.totals(collection)).mean_length()
 
     def document_frequencies(self, collection: str, keys: Iterable[int]) -> tuple[int, dict[int, int]]:
         """Documents in all, and how many hold each of ``keys`` (those none holds left out)."""
