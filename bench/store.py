@@ -87,7 +87,7 @@ def write(
     drop_collection(settings)
     ensure_collection(settings, DIM)
     terms = StateStore.from_settings(settings).terms
-    terms.forget(settings.collection)
+    terms.reset(settings.collection)
     tuned = settings.model_copy(update={"write_batch_size": batch_size, "write_concurrency": concurrency})
     rng = np.random.default_rng(seed)
     loop = LoopThread("bench-writer")

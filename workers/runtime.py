@@ -80,10 +80,12 @@ class WorkerRuntime:
         """Load the model once, make sure the collection fits it, open the store on a new loop."""
         embedder = load_embedder(settings)
         state = StateStore.from_settings(settings)
-        if ensure_collection(settings, embedding_dim(embedder)):
+
+        def created() -> None:  # (before it exists: a worker that finds it finds its statistics)
             state.hashes.forget(settings.collection)
-            state.terms.forget(settings.collection)
-        else:
+            state.terms.reset(settings.collection)
+
+        if not ensure_collection(settings, embedding_dim(embedder), before_create=created):
             fill_stored(settings, state)
             fill_terms(settings, state)
         loop = LoopThread()
@@ -173,8 +175,12 @@ class WorkerRuntime:
         return kept
 
     def _count_terms(self) -> None:
-        """The BM25 statistics of the collection get what the rows written and removed changed."""
-        self.state.terms.apply(self.settings.collection, self.writer.take_terms())
+        """The BM25 statistics of the collection get what the rows written and removed changed;
+        where Redis lost them, they are counted again from the rows."""
+        if not self.state.terms.apply(self.settings.collection, self.writer.take_terms()):
+            collection = self.settings.collection
+            log.warning("Redis holds no BM25 statistics of %r: counting them from its rows", collection)
+            fill_terms(self.settings, self.state, wait=False)
 
     def process_pack(
         self,
@@ -297,21 +303,29 @@ def fill_stored(settings: Settings, state: StateStore) -> int:
     return rows
 
 
-def fill_terms(settings: Settings, state: StateStore) -> int:
+def fill_terms(settings: Settings, state: StateStore, *, wait: bool = True) -> int:
     """If Redis has no BM25 statistics of the collection (a collection migrated from Milvus's own
-    BM25, or Redis lost them) and no other worker is counting them: count every row's terms. How
-    many rows were read. (Rows that other workers write or remove meanwhile may be counted twice
-    or not at all: a small drift in the weights of terms, never in what is stored.)"""
-    if not state.terms.claim_fill(settings.collection):
-        return 0
+    BM25, or Redis lost them): count every row's terms, unless another worker is counting them
+    (``wait``: until it is done). How many rows were read.
+
+    Workers write only once the statistics exist (``WorkerRuntime.start``), so a count is exact
+    unless Redis lost them while workers ran: rows those write meanwhile may be counted twice or
+    not at all, a small drift in the weights of terms (never in what is stored) that ``check
+    --repair`` ends. Statistics that appear meanwhile are kept (``TermStats.replace``)."""
+    collection = settings.collection
+    while not state.terms.claim_fill(collection):
+        if not wait or state.terms.has_stats(collection):
+            return 0
+        time.sleep(0.5)  # (another worker is counting them)
     counts = TermCounts()
     try:
         for page in iter_rows(settings, [TEXT]):
             counts.merge(counted(row.get(TEXT) or "" for row in page))
-        state.terms.replace(settings.collection, counts)
+            state.terms.renew_fill(collection)
+        state.terms.replace(collection, counts, only_if_missing=True)
     finally:
-        state.terms.end_fill(settings.collection)
-    log.info("counted the terms of the %d stored chunks of %r for BM25", counts.docs, settings.collection)
+        state.terms.end_fill(collection)
+    log.info("counted the terms of the %d stored chunks of %r for BM25", counts.docs, collection)
     return counts.docs
 
 

@@ -133,9 +133,10 @@ QUERY_LIMIT = 16_384
 
 
 @milvus_errors
-def ensure_collection(settings: Settings, dim: int) -> bool:
+def ensure_collection(settings: Settings, dim: int, before_create: Callable[[], None] | None = None) -> bool:
     """Create the collection if missing (True if this call did); refuse one whose vectors or
-    fields do not fit."""
+    fields do not fit. ``before_create``: called before the collection is created (whoever else
+    then finds it finds what this sets up)."""
     client = milvus_client(settings)
     try:
         if client.has_collection(settings.collection):
@@ -147,6 +148,8 @@ def ensure_collection(settings: Settings, dim: int) -> bool:
                     "BM25 function): run `dropvec migrate` (its vectors are copied, nothing is embedded)"
                 )
             return False
+        if before_create is not None:
+            before_create()
         try:
             create_collection(client, settings, dim, text_search=True)
         except MilvusException as exc:

@@ -1,8 +1,13 @@
 """BM25's collection statistics (``dropvec.config.bm25``), per collection: how many documents
 (chunks) it holds, their terms in all, and for each term how many hold it. Kept at
 ``{p}:terms:{collection}`` (term key → documents) and ``{p}:terms:{collection}:totals`` (``docs``,
-``tokens``); counted as rows are written and removed, read by each search. Rebuilt from the rows
-where Redis has none (``claim_fill``) and by ``check`` (``replace``)."""
+``tokens``); counted as rows are written and removed, read by each search.
+
+The totals exist only while the statistics count every row: set to zero as a collection is
+created (``reset``), counted from the rows where Redis has none (``claim_fill``, then
+``replace(..., only_if_missing=True)``) and afresh by ``check`` (``replace``). A change is applied
+only to statistics that exist: one applied to none would make partial statistics look whole, and
+a count from the rows that began before them would overwrite them."""
 
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ from dropvec.config.settings import KEY_PREFIX
 from dropvec.ledger import redis_boundary
 
 # KEYS: the term counts, the totals. ARGV: docs, tokens, then key, change pairs (negative: rows
-# removed). A term no document holds any more is dropped.
+# removed). A term no document holds any more is dropped. 0: no statistics kept, nothing applied.
 APPLY = """
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
 redis.call('HINCRBY', KEYS[2], 'docs', ARGV[1])
 redis.call('HINCRBY', KEYS[2], 'tokens', ARGV[2])
 for i = 3, #ARGV, 2 do
@@ -24,7 +32,28 @@ for i = 3, #ARGV, 2 do
     redis.call('HDEL', KEYS[1], ARGV[i])
   end
 end
+return 1
 """
+
+# KEYS: the counts being built, the term counts, the totals. ARGV: docs, tokens, and 1 where
+# statistics kept meanwhile are left as they are (the counts built are dropped). 0: left.
+INSTALL = """
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('HSET', KEYS[3], 'docs', ARGV[1], 'tokens', ARGV[2])
+return 1
+"""
+
+#: A worker counting the statistics from the rows renews its claim this often at least; one that
+#: died gives it up after this long.
+FILL_CLAIM_SECONDS = 60
 
 
 @redis_boundary
@@ -32,6 +61,7 @@ class TermStats:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
         self._apply = client.register_script(APPLY)
+        self._install = client.register_script(INSTALL)
 
     @staticmethod
     def key(collection: str) -> str:
@@ -40,11 +70,13 @@ class TermStats:
     def _keys(self, collection: str) -> list[str]:
         return [self.key(collection), f"{self.key(collection)}:totals"]
 
-    def apply(self, collection: str, change: TermCounts) -> None:
-        """Rows were written and removed: ``change`` holds what they added (removed: negative)."""
+    def apply(self, collection: str, change: TermCounts) -> bool:
+        """Rows were written and removed: ``change`` holds what they added (removed: negative).
+        False: Redis keeps no statistics of the collection (lost), nothing was applied."""
         pairs = [x for key, n in change.df.items() if n for x in (key, n)]
         if change.docs or change.tokens or pairs:
-            self._apply(keys=self._keys(collection), args=[change.docs, change.tokens, *pairs])
+            return bool(self._apply(keys=self._keys(collection), args=[change.docs, change.tokens, *pairs]))
+        return True
 
     def totals(self, collection: str) -> tuple[int, int]:
         """Documents and their tokens in all."""
@@ -74,29 +106,44 @@ class TermStats:
         collection of an older dropvec, or Redis lost them) and no other worker is counting.
         The caller calls ``replace`` when done, or ``end_fill``."""
         return not self.has_stats(collection) and bool(
-            self.r.set(f"{self.key(collection)}:filling", 1, nx=True, ex=3600)
+            self.r.set(self._claim(collection), 1, nx=True, ex=FILL_CLAIM_SECONDS)
         )
 
-    def end_fill(self, collection: str) -> None:
-        self.r.delete(f"{self.key(collection)}:filling")
+    def _claim(self, collection: str) -> str:
+        return f"{self.key(collection)}:filling"
 
-    def replace(self, collection: str, counts: TermCounts) -> None:
-        """The statistics counted afresh from every row replace those kept."""
+    def renew_fill(self, collection: str) -> None:
+        """The caller of ``claim_fill`` is still counting."""
+        self.r.expire(self._claim(collection), FILL_CLAIM_SECONDS)
+
+    def end_fill(self, collection: str) -> None:
+        self.r.delete(self._claim(collection))
+
+    def replace(self, collection: str, counts: TermCounts, *, only_if_missing: bool = False) -> bool:
+        """The statistics counted afresh from every row replace those kept; ``only_if_missing``:
+        only where none are kept (a fill), else they are left. Whether they were replaced."""
         term_key, totals = self._keys(collection)
         building = f"{term_key}:building"
         self.r.delete(building)
         items = list(counts.df.items())
         for start in range(0, len(items), 10_000):
             self.r.hset(building, mapping=dict(items[start : start + 10_000]))
+        try:
+            return bool(
+                self._install(
+                    keys=[building, term_key, totals], args=[counts.docs, counts.tokens, int(only_if_missing)]
+                )
+            )
+        finally:
+            self.end_fill(collection)
+
+    def reset(self, collection: str) -> None:
+        """The collection is being created: nothing in it yet."""
         pipe = self.r.pipeline(transaction=True)
-        if items:
-            pipe.rename(building, term_key)
-        else:
-            pipe.delete(term_key)
-        pipe.hset(totals, mapping={"docs": counts.docs, "tokens": counts.tokens})
+        pipe.delete(self.key(collection))
+        pipe.hset(self._keys(collection)[1], mapping={"docs": 0, "tokens": 0})
         pipe.execute()
-        self.end_fill(collection)
 
     def forget(self, collection: str) -> None:
-        """The collection was created afresh: nothing in it yet."""
+        """The statistics no longer count the collection's rows: none are kept until counted."""
         self.r.delete(*self._keys(collection))

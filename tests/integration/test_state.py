@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from dropvec.ledger.state import FILE_INDEXED, StateStore
-from dropvec.workers.runtime import fill_stored
-from dropvec.workers.store import milvus_client
+from dropvec.workers.runtime import fill_stored, fill_terms
+from dropvec.workers.store import ensure_collection, milvus_client
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -135,3 +135,24 @@ def test_a_collection_without_its_set_of_written_hashes_gets_it_back(stack: Stac
     # Then the file's vector can be found for reuse again
     assert state.hashes.may_be_stored(collection, [row["embed_hash"]]) == [row["embed_hash"]]
     assert fill_stored(stack.settings, state) == 0  # (once is enough)
+
+
+def test_a_worker_that_finds_a_new_collection_finds_its_statistics(stack: Stack, state: StateStore) -> None:
+    # (else it would count the rows while the creator writes, and its count could overwrite the
+    # creator's: the creator sets them up before the collection exists)
+    settings = stack.settings.model_copy(update={"collection": f"c{uuid.uuid4().hex}"})
+    client = milvus_client(settings)
+    existed: list[bool] = []
+
+    def created() -> None:
+        existed.append(client.has_collection(settings.collection))
+        state.terms.reset(settings.collection)
+
+    try:
+        assert ensure_collection(settings, 8, before_create=created) and existed == [False]
+        assert not ensure_collection(settings, 8, before_create=created) and existed == [False]
+        assert fill_terms(settings, state) == 0 and state.terms.totals(settings.collection) == (0, 0)
+    finally:
+        client.drop_collection(settings.collection)
+        client.close()
+        state.terms.forget(settings.collection)

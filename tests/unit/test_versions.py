@@ -25,8 +25,10 @@ from dropvec.producer.chunk import iter_chunks
 from dropvec.producer.enqueue import IngestReport, Producer
 from dropvec.producer.files import expand
 from dropvec.producer.read import read_sections
+from dropvec.workers import runtime
 from dropvec.workers.loop import LoopThread
-from dropvec.workers.runtime import WorkerRuntime
+from dropvec.workers.runtime import WorkerRuntime, fill_terms
+from dropvec.workers.store import TEXT
 from tests.fakes import FakeEmbedder, MemoryQueue, MemoryStore, deliver, memory_ledger
 
 PARAGRAPH = "Paragraph {i} of {name}: the otter floats on its back and cracks a shell on its chest. " * 3
@@ -46,6 +48,7 @@ class Pipeline:
         self.embedder = FakeEmbedder()
         self.producer = Producer(self.settings, self.queue, self.ledger)  # type: ignore[arg-type]
         self.loop = LoopThread()
+        self.ledger.terms.reset(self.settings.collection)  # (as a worker that creates the collection)
         self.runtime = WorkerRuntime(
             self.settings, embedder=self.embedder, state=self.ledger, writer=self.store, loop=self.loop
         )  # type: ignore[arg-type]
@@ -75,6 +78,10 @@ class Pipeline:
     def stored(self) -> Counter[tuple[str, int, str]]:
         return Counter((r.file_path, r.chunk_index, r.text) for r in self.store.rows.values())
 
+    def pages(self, size: int = 3) -> list[list[dict[str, str]]]:
+        rows = [{TEXT: r.text} for r in self.store.rows.values()]
+        return [rows[i : i + size] for i in range(0, len(rows), size)]
+
     def record(self, path: Path) -> dict[str, str]:
         return self.ledger.get_file(doc_id_for(str(path)))
 
@@ -91,10 +98,12 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pipeline]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     p = Pipeline(inbox)
+    # the rows' texts, as the worker reads them from Milvus to count BM25's statistics afresh
+    monkeypatch.setattr(runtime, "iter_rows", lambda settings, fields: iter(p.pages()))
     yield p
     p.loop.stop()
 
@@ -196,6 +205,51 @@ def test_a_task_delivered_twice_is_written_and_counted_once(pipeline: Pipeline) 
     record = pipeline.record(path)
     assert int(record["chunks_done"]) == int(record["chunks_total"]) == report.chunks
     assert int(record["chunks_embedded"]) + int(record["chunks_reused"]) == report.chunks
+
+
+def test_statistics_that_redis_lost_are_counted_again_from_the_rows(pipeline: Pipeline) -> None:
+    (pipeline.inbox / "kept.txt").write_text(text("kept"))
+    pipeline.sync()
+    pipeline.ledger.terms.forget(pipeline.settings.collection)  # (Redis lost them)
+    (pipeline.inbox / "kept.txt").write_text(text("kept, edited"))
+    (pipeline.inbox / "new.txt").write_text(text("new"))
+    pipeline.sync()
+    pipeline.assert_in_sync()
+
+
+def test_a_count_from_the_rows_leaves_statistics_that_appeared_while_it_ran(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker counts a collection whose statistics Redis does not hold; while it reads the rows,
+    # another worker creates them and counts its own writes: those are kept, not overwritten.
+    (pipeline.inbox / "first.txt").write_text(text("first"))
+    pipeline.sync()
+    terms, collection = pipeline.ledger.terms, pipeline.settings.collection
+    terms.forget(collection)
+    theirs = counted(["what another worker wrote meanwhile"])
+
+    def rows(settings: Settings, fields: list[str]) -> Iterator[list[dict[str, str]]]:
+        pages = pipeline.pages()
+        yield pages[0]
+        terms.reset(collection)
+        terms.apply(collection, theirs)
+        yield from pages[1:]
+
+    monkeypatch.setattr(runtime, "iter_rows", rows)
+    assert fill_terms(pipeline.settings, pipeline.ledger) == len(pipeline.store.rows)
+    assert terms.totals(collection) == (theirs.docs, theirs.tokens)
+
+
+def test_a_worker_waits_for_another_counting_the_statistics(pipeline: Pipeline) -> None:
+    terms, collection = pipeline.ledger.terms, pipeline.settings.collection
+    terms.forget(collection)
+    assert terms.claim_fill(collection)  # (another worker counts them)
+    theirs = counted(["the other worker's count"])
+    done = threading.Timer(0.3, terms.replace, (collection, theirs), {"only_if_missing": True})
+    done.start()
+    assert fill_terms(pipeline.settings, pipeline.ledger) == 0  # (waited, read no rows)
+    assert terms.totals(collection)[0] == 1
+    done.join()
 
 
 def test_the_tasks_of_a_replaced_version_are_dropped(pipeline: Pipeline) -> None:
