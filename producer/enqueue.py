@@ -33,7 +33,7 @@ from dropvec.producer.files import (
     signature,
 )
 from dropvec.producer.formats import Ocr
-from dropvec.producer.pack import Pack, Packed
+from dropvec.producer.pack import Pack, Packed, tasks_of
 from dropvec.producer.read import is_supported, read_sections
 from dropvec.producer.tokens import load_window
 from dropvec.workers.app import create_app, publishing, send_removal
@@ -143,15 +143,22 @@ class Producer:
             wait_for_room=self._wait_for_room, retire=self._send_removals,
         )  # fmt: skip
         try:
-            for path, base in present.items():
+            for n, (path, base) in enumerate(present.items(), 1):
                 if self.stop.is_set():
                     raise Stopped
                 outcomes.append(
                     self.ingest_file(
-                        path, run_id, base=base, force=force, renamed_from=gone, busy=busy, pack=pack
-                    )
+                        path,
+                        run_id,
+                        base=base,
+                        force=force,
+                        renamed_from=gone,
+                        busy=busy,
+                        pack=pack,
+                        last=n == len(present),
+                    )  # fmt: skip
                 )
-            pack.send()
+            pack.send(last=True)
         except Stopped:
             unsent = {f.task.file_path for f in pack.files}  # (nothing of them is in the ledger yet)
             outcomes = [o for o in outcomes if o.path not in unsent]
@@ -217,6 +224,7 @@ class Producer:
         renamed_from: dict[str, FileRecord] | None = None,
         busy: set[Path] | frozenset[Path] = frozenset(),
         pack: Pack | None = None,
+        last: bool = False,
     ) -> FileOutcome:
         """Read, chunk and enqueue one file; tasks leave as soon as their chunks are ready. With a
         ``pack``, a file of fewer chunks than a task holds is read whole and goes in the pack.
@@ -224,7 +232,8 @@ class Producer:
         ``base``: no part of ``path`` below it may be a symbolic link (default: ``base_of(path)``).
         ``renamed_from``: records of files gone from disk; one with this file's content is taken
         over (and taken out of the mapping) as this file's previous name. ``busy``: files some
-        process holds open for writing (skipped: they are read once complete).
+        process holds open for writing (skipped: they are read once complete). ``last``: the file
+        ends its pass: its last tasks are smaller (``tasks_of``), and the pack leaves before them.
 
         A file deleted while it is read is removed; one that changes while it is read is skipped
         (the watcher reads it again once it settles). Either way no task of it is sent after that.
@@ -253,9 +262,10 @@ class Producer:
                 previous and previous.generation
             ):  # older versions may be stored: remove them once this one is in
                 replaces.insert(0, Replaced(doc_id, generation))
-            batches = chunked(
-                self._chunks(sections, path, doc_id, generation, before), self.settings.chunks_per_task
-            )
+            batches = tasks_of(
+                self._chunks(sections, path, doc_id, generation, before), self.settings.chunks_per_task,
+                taper=last,
+            )  # fmt: skip
             head = list(islice(batches, 2))  # (one batch only: a small file)
             if pack is not None and len(head) == 1 and pack.fits(len(head[0])):
                 _unchanged_since(path, before, base)
@@ -266,6 +276,8 @@ class Producer:
                 old = (doc_id_for(moved_from), moved_from) if moved_from else None
                 packed = Packed(task, sha, self.settings.model_key, tuple(replaces), old)
             else:
+                if last and pack is not None:
+                    pack.send()  # (before this file's last tasks, which end the pass: tasks_of)
                 with publishing(self.app) as send:
                     for batch in chain(head, batches):
                         _unchanged_since(path, before, base)

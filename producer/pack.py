@@ -10,10 +10,12 @@ the ledger yet), for the next pass.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from celery import Celery
+from more_itertools import chunked, constrained_batches
 
 from dropvec.config.ids import ids_digest
 from dropvec.config.messages import (
@@ -27,6 +29,35 @@ from dropvec.config.messages import (
 from dropvec.config.records import Replaced
 from dropvec.ledger.state import FileStart, StateStore
 from dropvec.workers.app import publishing
+
+T = TypeVar("T")
+
+
+def tasks_of(chunks: Iterable[T], size: int, *, taper: bool = False) -> Iterator[list[T]]:
+    """The chunks of one file in tasks of ``size``. With ``taper`` (the file that ends a pass), up to
+    its last ``2 * size`` chunks go in tasks of a quarter of ``size``: the last tasks of a pass are
+    shared among the workers, where one full task taken last would keep one worker busy while the
+    others wait (as long as a task takes: 1.5 s on a core at ``size`` 128). The first task
+    leaves as soon as it is read, and a file of one task stays one task (it may travel in a pack)."""
+    if not taper:
+        yield from chunked(chunks, size)
+        return
+    small, tail = max(1, size // 4), 2 * size
+    pending: list[T] = []
+    sent = False
+    for chunk in chunks:
+        pending.append(chunk)
+        if len(pending) == (size if not sent else size + tail):
+            yield pending[:size]
+            pending, sent = pending[size:], True
+    if not sent and len(pending) <= size:
+        if pending:
+            yield pending
+        return
+    while len(pending) > tail:
+        yield pending[:size]
+        pending = pending[size:]
+    yield from chunked(pending, small)
 
 
 @dataclass(frozen=True)
@@ -83,9 +114,11 @@ class Pack:
     def chunks(self) -> int:
         return sum(len(f.task.chunks) for f in self.files)
 
-    def send(self) -> None:
+    def send(self, *, last: bool = False) -> None:
         """Send the pack (after waiting for room in the queue: may raise ``Stopped``), each file
-        started before and marked sent after, as a file of one task."""
+        started before and marked sent after, as a file of one task. ``last``: the pack ends its
+        pass, and goes in messages of a quarter of a task's chunks where its files allow (as the
+        last tasks of a file do, ``tasks_of``)."""
         if not self.files:
             return
         self.wait_for_room()
@@ -98,11 +131,13 @@ class Pack:
         for f in files:
             if f.moved_from:
                 self.state.forget_file(*f.moved_from)
+        most = max(1, self.limit // 4) if last else self.limit
         with publishing(self.app) as send:
-            if len(files) == 1:
-                send(EMBED_TASK, files[0].task.model_dump(mode="json"))
-            else:
-                send(EMBED_FILES_TASK, FilesTask(parts=[f.task for f in files]).model_dump(mode="json"))
+            for group in constrained_batches(files, most, get_len=lambda f: len(f.task.chunks), strict=False):
+                if len(group) == 1:
+                    send(EMBED_TASK, group[0].task.model_dump(mode="json"))
+                else:
+                    send(EMBED_FILES_TASK, FilesTask(parts=[f.task for f in group]).model_dump(mode="json"))
         sent = [
             (f.task.doc_id, f.task.generation, len(f.task.chunks), 1, ids_digest(c.id for c in f.task.chunks))
             for f in files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -94,6 +95,10 @@ class WorkerRuntime:
             return ChunkWriter(open_store(settings, None, use_async=True), settings)
 
         writer = loop.run(open_writer(), timeout=120)
+        # (pymilvus imports SciPy at its first insert of sparse vectors: a fifth of a second of a
+        # core in the middle of the first task, so here instead)
+        with contextlib.suppress(ImportError):
+            import scipy.sparse  # noqa: F401
         return cls(settings, embedder=embedder, state=state, writer=writer, loop=loop)
 
     def _on_write(self, seconds: float) -> None:

@@ -13,6 +13,7 @@ from dropvec.config.ids import chunk_id, doc_id_for
 from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text
 from dropvec.config.settings import Settings
 from dropvec.producer.chunk import Section, iter_chunks
+from dropvec.producer.pack import tasks_of
 from dropvec.producer.read import read_sections
 from dropvec.producer.tokens import TokenWindow, load_window, splits_at_whitespace_first
 from tests.corpus import SEED
@@ -309,3 +310,18 @@ def test_window_length_rule() -> None:
     assert window_length({}, tok, model) == 512  # else the lower of the two limits
     assert window_length({}, {"model_max_length": int(1e30)}, model) == 514  # "no limit" is none
     assert window_length({}, {}, {}) == 512
+
+
+def test_the_file_that_ends_a_pass_ends_in_quarter_tasks_its_first_leaving_at_once() -> None:
+    def sizes(n: int, *, taper: bool = True) -> list[int]:
+        tasks = list(tasks_of(range(n), 128, taper=taper))
+        assert [c for t in tasks for c in t] == list(range(n))  # (every chunk once, in order)
+        return [len(t) for t in tasks]
+
+    assert sizes(300, taper=False) == [128, 128, 44]
+    assert sizes(300) == [128, 32, 32, 32, 32, 32, 12]
+    assert sizes(1000) == [128] * 6 + [32] * 7 + [8]  # (up to the last 256 chunks in quarters)
+    assert sizes(100) == [100] and sizes(128) == [128] and sizes(0) == []  # (one task: may be packed)
+    read = itertools.count()
+    first = next(tasks_of((next(read) for _ in range(1000)), 128, taper=True))
+    assert len(first) == 128 and next(read) == 128  # (sent once read, before the rest)

@@ -292,16 +292,29 @@ def test_small_files_travel_together_and_each_is_counted_as_its_own(pipeline: Pi
     pipeline.producer.ingest([pipeline.inbox])
     sent = pipeline.queue.sent[:]
     # Then the ten one-chunk notes left in packs of a task's worth of chunks (4 here), the long
-    # file in tasks of its own
+    # file in tasks of its own; the last pack, which ends the pass, in quarters (one note each)
     packs = [m for name, m in sent if name == EMBED_FILES_TASK]
-    assert sorted(len(m["parts"]) for m in packs) == [2, 4, 4]
+    assert sorted(len(m["parts"]) for m in packs) == [4, 4]
     assert all(len(m["chunks"]) <= 4 for name, m in sent if name == EMBED_TASK)
+    assert [Path(m["file_path"]).name for _, m in sent[-2:]] == ["note-8.txt", "note-9.txt"]
     # And once the worker took them, every file is indexed, with its own counts
     deliver(pipeline.queue, pipeline.runtime)
     pipeline.assert_in_sync()
     for i in range(10):
         record = pipeline.record(pipeline.inbox / f"note-{i}.txt")
         assert (record["task_count"], record["chunks_total"], record["chunks_done"]) == ("1", "1", "1")
+
+
+def test_a_pass_ends_in_small_tasks_its_pack_sent_before_them(pipeline: Pipeline) -> None:
+    # (so that the workers share its last chunks, rather than one worker taking a full task last)
+    (pipeline.inbox / "a-note.txt").write_text(small("a note"))
+    (pipeline.inbox / "z-long.txt").write_text(text("long", paragraphs=40))
+    assert pipeline.producer.ingest([pipeline.inbox]).chunks == 1 + 20
+    sent = [(Path(m["file_path"]).name, len(m["chunks"])) for _, m in pipeline.queue.sent]
+    # (tasks of 4 chunks, but its last 8 chunks one a task)
+    assert sent == [("a-note.txt", 1), *[("z-long.txt", 4)] * 3, *[("z-long.txt", 1)] * 8]
+    deliver(pipeline.queue, pipeline.runtime)
+    pipeline.assert_in_sync()
 
 
 def test_a_file_that_breaks_its_pack_fails_alone(pipeline: Pipeline) -> None:
