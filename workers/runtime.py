@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: A write that takes longer than this is treated as a store outage (and retried by Celery).
 WRITE_TIMEOUT_SECONDS = 300
+#: Embedded chunks are written once this many are ready (or the task's last are): an insert of
+#: 32 rows cost 0.29 ms of a core a row (worker and Milvus Lite), of 64 rows 0.24 ms, of 128 0.22.
+WRITE_AT_LEAST = 64
 #: A store call that did not end within WRITE_TIMEOUT_SECONDS is Milvus failing.
 _late_writes = mapping(
     (TimeoutError,), MilvusUnavailable, f"Milvus (no answer within {WRITE_TIMEOUT_SECONDS} s)"
@@ -116,10 +119,11 @@ class WorkerRuntime:
 
         Vectors are reused by embed hash (model and exact text), from any file; Milvus is asked
         only for hashes that Redis has seen written (``StoredHashes.may_be_stored``). What must be
-        embedded is embedded in batches of like length across all the tasks, each batch written
-        while the next one embeds. Each task is counted as its file's own; one that completes its
-        file's version removes the versions that it replaces. A task of a version that is no
-        longer current is dropped (and whatever of it was written meanwhile is deleted).
+        embedded is embedded in batches of like length across all the tasks, written (once
+        ``WRITE_AT_LEAST`` are ready) while the next ones embed. Each task is counted as its
+        file's own; one that completes its file's version removes the versions that it replaces.
+        A task of a version that is no longer current is dropped (and whatever of it was written
+        meanwhile is deleted).
 
         ``again``: the tasks may have run before (see ``tasks.ran_before``): chunks already stored
         are not written twice.
@@ -146,7 +150,14 @@ class WorkerRuntime:
         pending = []
         embed_seconds, write_seconds_before = 0.0, self.write_seconds
 
-        def write(keys: set[str]) -> None:
+        held: set[str] = set()
+
+        def write(keys: set[str], *, last: bool = False) -> None:
+            held.update(keys)
+            if len(held) < WRITE_AT_LEAST and not last:
+                return
+            keys = set(held)
+            held.clear()
             ready = [n for n in nodes if n.metadata["embed_hash"] in keys]
             for node in ready:
                 node.embedding = vectors[node.metadata["embed_hash"]]
@@ -166,6 +177,7 @@ class WorkerRuntime:
             embed_seconds += seconds
             vectors.update(zip(batch, embedded, strict=True))
             write(set(batch))
+        write(set(), last=True)
         for f in pending:
             f.result(WRITE_TIMEOUT_SECONDS)
         self._count_terms()
