@@ -100,7 +100,8 @@ def repair(
     about = {p.doc_id for p in report.problems if p.doc_id}
     for p in check(settings, folder).problems:
         if p.finding == Finding.ORPHANS and p.doc_id in about and p.generations:
-            removed = delete_rows(settings, p.doc_id, p.generations)
+            with producer.state.terms.removing(settings.collection, p.doc_id):
+                removed = delete_rows(settings, p.doc_id, p.generations)
             producer.state.terms.apply(settings.collection, removed.negated())
             done.rows_deleted += removed.docs
     done.after = check(settings, folder, rebuild_hashes=True)
@@ -158,7 +159,9 @@ def adopt(
         (adopted if whole else changed).append(stored.path)
         if whole and (older := [g for g in stored.rows if g != generation]):
             # (what the version stored whole replaced)
-            state.terms.apply(settings.collection, delete_rows(settings, doc_id, older).negated())
+            with state.terms.removing(settings.collection, doc_id):
+                removed = delete_rows(settings, doc_id, older)
+            state.terms.apply(settings.collection, removed.negated())
     return adopted, changed
 
 

@@ -256,7 +256,8 @@ class WorkerRuntime:
         for task, keep in zip(tasks, still, strict=True):
             if not keep:  # replaced or deleted while this task wrote: its rows must not outlive that
                 ids = [c.id for c in task.chunks]
-                self.loop.run(self.writer.delete_ids(ids), WRITE_TIMEOUT_SECONDS)
+                with self.state.terms.removing(self.settings.collection, task.doc_id):
+                    self.loop.run(self.writer.delete_ids(ids), WRITE_TIMEOUT_SECONDS)
                 self.metrics.tasks.labels("dropped").inc()
         done, fresh = [], set(embedded)
         for task, hs, keep in zip(tasks, hashes, still, strict=True):
@@ -293,7 +294,10 @@ class WorkerRuntime:
 
     @_late_writes
     def remove(self, task: RemoveTask) -> int:
-        removed = self.loop.run(self.writer.remove(task.doc_id, task.below_generation), WRITE_TIMEOUT_SECONDS)
+        with self.state.terms.removing(self.settings.collection, task.doc_id):
+            removed = self.loop.run(
+                self.writer.remove(task.doc_id, task.below_generation), WRITE_TIMEOUT_SECONDS
+            )
         self._count_terms()
         if removed:
             log.info("removed %d chunk(s) of %s", removed, task.file_path or task.doc_id)

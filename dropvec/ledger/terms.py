@@ -11,11 +11,13 @@ a count from the rows that began before them would overwrite them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 
 import redis
 
 from dropvec.config.bm25 import TermCounts
+from dropvec.config.errors import RedisUnavailable
 from dropvec.config.settings import KEY_PREFIX
 from dropvec.ledger import redis_boundary
 
@@ -50,6 +52,10 @@ end
 redis.call('HSET', KEYS[3], 'docs', ARGV[1], 'tokens', ARGV[2])
 return 1
 """
+
+#: The longest one removal of a file's rows may hold that file's turn (a holder that died gives
+#: it up after this long).
+REMOVAL_TURN_SECONDS = 600
 
 #: A worker counting the statistics from the rows renews its claim this often at least; one that
 #: died gives it up after this long.
@@ -97,6 +103,30 @@ class TermStats:
         docs, *found = pipe.execute()
         counts = found[0] if found else []
         return max(int(docs or 0), 0), {k: int(n) for k, n in zip(keys, counts, strict=True) if n}
+
+    @contextmanager
+    def removing(self, collection: str, doc_id: str) -> Iterator[None]:
+        """The rows of file ``doc_id`` are read, deleted and taken from the statistics by one
+        caller at a time: two that read the same rows before either deleted them (a task dropped
+        as its file went, and the removal of the file) would both take them off."""
+        turn = self.r.lock(
+            f"{self.key(collection)}:removing:{doc_id}",
+            timeout=REMOVAL_TURN_SECONDS,
+            blocking_timeout=REMOVAL_TURN_SECONDS,
+        )
+        try:
+            acquired = turn.acquire()
+        except redis.RedisError as exc:
+            raise RedisUnavailable(f"Redis: {exc}") from exc
+        if not acquired:  # (waited out like an outage)
+            raise RedisUnavailable(
+                f"Redis: no turn to remove the rows of {doc_id} in {REMOVAL_TURN_SECONDS} s"
+            )
+        try:
+            yield
+        finally:
+            with suppress(redis.RedisError):  # (outlived its timeout, or Redis went: it expires)
+                turn.release()
 
     def has_stats(self, collection: str) -> bool:
         return bool(self.r.exists(self._keys(collection)[1]))

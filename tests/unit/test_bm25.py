@@ -5,6 +5,8 @@ against the real Milvus in tests/integration/test_search.py."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 from dropvec.config import bm25
 from dropvec.config.bm25 import TermCounts, counted
@@ -83,3 +85,21 @@ def test_statistics_counted_afresh_replace_the_kept_ones_and_one_filler_at_a_tim
     assert terms.totals("c") == (0, 0) and terms.avgdl("c") == 0.0 and not terms.r.exists(terms.key("c"))
     terms.forget("c")
     assert terms.claim_fill("c")
+
+
+def test_the_rows_of_a_file_are_removed_by_one_caller_at_a_time() -> None:
+    # (two that read the same rows before either deleted them would both take them off the counts)
+    terms, order = memory_ledger().terms, []
+
+    def second() -> None:
+        with terms.removing("c", "doc"):
+            order.append("second")
+
+    waiting = threading.Thread(target=second)
+    with terms.removing("c", "doc"):
+        waiting.start()
+        with terms.removing("c", "another doc"):  # (other files' removals do not wait)
+            time.sleep(0.2)
+            order.append("first")
+    waiting.join(5)
+    assert order == ["first", "second"]
