@@ -100,12 +100,18 @@ def repair(
     about = {p.doc_id for p in report.problems if p.doc_id}
     for p in check(settings, folder).problems:
         if p.finding == Finding.ORPHANS and p.doc_id in about and p.generations:
-            with producer.state.terms.removing(settings.collection, p.doc_id):
-                removed = delete_rows(settings, p.doc_id, p.generations)
-            producer.state.terms.apply(settings.collection, removed.negated())
-            done.rows_deleted += removed.docs
+            done.rows_deleted += _delete_counted(settings, producer.state, p.doc_id, p.generations)
     done.after = check(settings, folder, rebuild_hashes=True)
     return done
+
+
+def _delete_counted(settings: Settings, state: StateStore, doc_id: str, generations: Iterable[int]) -> int:
+    """``delete_rows`` of those generations of file ``doc_id``, with the file's turn to remove
+    (``TermStats.removing``), and their terms taken off BM25's statistics; how many rows."""
+    with state.terms.removing(settings.collection, doc_id):
+        removed = delete_rows(settings, doc_id, list(generations))
+    state.terms.apply(settings.collection, removed.negated())
+    return removed.docs
 
 
 def _wait_for_removals(settings: Settings, stop: threading.Event, timeout: float = 300) -> None:
@@ -159,9 +165,7 @@ def adopt(
         (adopted if whole else changed).append(stored.path)
         if whole and (older := [g for g in stored.rows if g != generation]):
             # (what the version stored whole replaced)
-            with state.terms.removing(settings.collection, doc_id):
-                removed = delete_rows(settings, doc_id, older)
-            state.terms.apply(settings.collection, removed.negated())
+            _delete_counted(settings, state, doc_id, older)
     return adopted, changed
 
 
