@@ -13,7 +13,7 @@ from itertools import chain, islice
 from pathlib import Path
 
 from celery import Celery
-from more_itertools import chunked
+from more_itertools import chunked, peekable
 
 from dropvec.config.errors import InputFileError, ServiceUnavailable, SkippedFile, UnreadableFile
 from dropvec.config.ids import doc_id_for, ids_digest
@@ -262,24 +262,25 @@ class Producer:
                 previous and previous.generation
             ):  # older versions may be stored: remove them once this one is in
                 replaces.insert(0, Replaced(doc_id, generation))
-            batches = tasks_of(
-                self._chunks(sections, path, doc_id, generation, before), self.settings.chunks_per_task,
-                taper=last,
-            )  # fmt: skip
-            head = list(islice(batches, 2))  # (one batch only: a small file)
-            if pack is not None and len(head) == 1 and pack.fits(len(head[0])):
+            # a file is packed if it ends within its first task (read whole, one chunk past it
+            # at most); while the pass starts (``Pack.starting``), within a quarter of one
+            size, hurry = self.settings.chunks_per_task, pack.starting if pack is not None else 0
+            chunks_read = peekable(self._chunks(sections, path, doc_id, generation, before))
+            head = list(islice(chunks_read, max(1, size // 4) if hurry else size))
+            if pack is not None and head and not chunks_read and pack.fits(len(head)):
                 _unchanged_since(path, before, base)
                 task = EmbedTask(
                     run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                    task_index=0, chunks=head[0],
+                    task_index=0, chunks=head,
                 )  # fmt: skip
                 old = (doc_id_for(moved_from), moved_from) if moved_from else None
                 packed = Packed(task, sha, self.settings.model_key, tuple(replaces), old)
             else:
+                batches = tasks_of(chain(head, chunks_read), size, taper=last, hurry=hurry)
                 if last and pack is not None:
                     pack.send()  # (before this file's last tasks, which end the pass: tasks_of)
                 with publishing(self.app) as send:
-                    for batch in chain(head, batches):
+                    for batch in batches:
                         _unchanged_since(path, before, base)
                         self._wait_for_room()
                         if tasks == 0:
@@ -294,6 +295,8 @@ class Producer:
                             task_index=tasks, chunks=batch,
                         )  # fmt: skip
                         send(EMBED_TASK, task.model_dump(mode="json"))
+                        if pack is not None:
+                            pack.note_sent(len(batch))
                         ids = ids_digest((c.id for c in batch), ids)
                         chunks += len(batch)
                         tasks += 1

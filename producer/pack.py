@@ -4,14 +4,17 @@
 Each file keeps its own state in the ledger: it is started, sent and counted as a file of one
 task, only in a round trip shared with the others of its pack. A pack leaves once it holds a
 task's worth of chunks (``chunks_per_task``) or ``MAX_FILES_PER_TASK`` files, and at the end of
-every pass; a pass asked to stop leaves the files of its unsent pack unread (nothing of them is in
-the ledger yet), for the next pass.
+every pass. Until a task's worth of the pass has left (the workers may be waiting), packs and a
+file's tasks hold a quarter of that, so that several workers start at once. A pass asked to stop
+leaves the files of its unsent pack unread (nothing of them is in the ledger yet), for the next
+pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import TypeVar
 
 from celery import Celery
@@ -33,18 +36,30 @@ from dropvec.workers.app import publishing
 T = TypeVar("T")
 
 
-def tasks_of(chunks: Iterable[T], size: int, *, taper: bool = False) -> Iterator[list[T]]:
-    """The chunks of one file in tasks of ``size``. With ``taper`` (the file that ends a pass), up to
-    its last ``2 * size`` chunks go in tasks of a quarter of ``size``: the last tasks of a pass are
-    shared among the workers, where one full task taken last would keep one worker busy while the
-    others wait (as long as a task takes: 1.5 s on a core at ``size`` 128). The first task
-    leaves as soon as it is read, and a file of one task stays one task (it may travel in a pack)."""
+def tasks_of(chunks: Iterable[T], size: int, *, taper: bool = False, hurry: int = 0) -> Iterator[list[T]]:
+    """The chunks of one file in tasks of ``size``, each sent as soon as it is read.
+
+    ``hurry``: the file's first ``hurry`` chunks go in tasks of a quarter of ``size`` (the pass's
+    first task's worth, while the workers wait: several start at once, and sooner). ``taper``
+    (the file that ends a pass): up to its last ``2 * size`` chunks go in quarters, so that the
+    workers share them, where one full task taken last would keep one worker busy while the
+    others wait (as long as a task takes: 1.5 s on a core at ``size`` 128); a file of one task
+    stays one task (it may travel in a pack)."""
+    small, tail = max(1, size // 4), 2 * size
+    chunks = iter(chunks)
+    sent = False
+    if hurry:
+        head = 0
+        for part in chunked(islice(chunks, hurry), small):
+            head += len(part)
+            yield part
+        if head < hurry:
+            return
+        sent = True
     if not taper:
         yield from chunked(chunks, size)
         return
-    small, tail = max(1, size // 4), 2 * size
     pending: list[T] = []
-    sent = False
     for chunk in chunks:
         pending.append(chunk)
         if len(pending) == (size if not sent else size + tail):
@@ -93,6 +108,18 @@ class Pack:
         self.app, self.state, self.run_id, self.limit = app, state, run_id, chunks
         self.wait_for_room, self.retire = wait_for_room, retire
         self.files: list[Packed] = []
+        #: Chunks of the pass sent so far, packed or in a file's own tasks (``note_sent``).
+        self.sent_chunks = 0
+
+    @property
+    def starting(self) -> int:
+        """Chunks the pass still sends in quarter tasks: until it has sent a task's worth, the
+        workers may be waiting (0 once it has)."""
+        return max(0, self.limit - self.sent_chunks)
+
+    def note_sent(self, chunks: int) -> None:
+        """Count ``chunks`` of a file's own task as sent in this pass."""
+        self.sent_chunks += chunks
 
     def fits(self, chunks: int) -> bool:
         """Whether a file of ``chunks`` chunks is small enough to be packed."""
@@ -107,7 +134,8 @@ class Pack:
         ):
             self.send()
         self.files.append(file)
-        if self.chunks >= self.limit or len(self.files) >= MAX_FILES_PER_TASK:
+        full = max(1, self.limit // 4) if self.starting else self.limit
+        if self.chunks >= full or len(self.files) >= MAX_FILES_PER_TASK:
             self.send()
 
     @property
@@ -123,6 +151,7 @@ class Pack:
             return
         self.wait_for_room()
         files, self.files = self.files, []
+        self.sent_chunks += sum(len(f.task.chunks) for f in files)
         starts = [
             FileStart(f.task.doc_id, f.task.file_path, f.sha256, f.model, f.task.generation, f.replaces)
             for f in files

@@ -325,3 +325,18 @@ def test_the_file_that_ends_a_pass_ends_in_quarter_tasks_its_first_leaving_at_on
     read = itertools.count()
     first = next(tasks_of((next(read) for _ in range(1000)), 128, taper=True))
     assert len(first) == 128 and next(read) == 128  # (sent once read, before the rest)
+
+
+def test_the_file_that_starts_a_pass_starts_in_quarter_tasks_each_leaving_once_read() -> None:
+    def sizes(n: int, *, taper: bool = False) -> list[int]:
+        tasks = list(tasks_of(range(n), 128, taper=taper, hurry=128))
+        assert [c for t in tasks for c in t] == list(range(n))
+        return [len(t) for t in tasks]
+
+    assert sizes(300) == [32, 32, 32, 32, 128, 44]
+    assert sizes(100) == [32, 32, 32, 4] and sizes(0) == []
+    assert sizes(600, taper=True) == [32] * 4 + [128, 128] + [32] * 6 + [24]
+    assert [len(t) for t in tasks_of(range(300), 128, hurry=40)] == [32, 8, 128, 128, 4]
+    read = itertools.count()
+    first = next(tasks_of((next(read) for _ in range(1000)), 128, hurry=128))
+    assert len(first) == 32 and next(read) == 32

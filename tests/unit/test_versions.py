@@ -305,14 +305,20 @@ def test_small_files_travel_together_and_each_is_counted_as_its_own(pipeline: Pi
         assert (record["task_count"], record["chunks_total"], record["chunks_done"]) == ("1", "1", "1")
 
 
-def test_a_pass_ends_in_small_tasks_its_pack_sent_before_them(pipeline: Pipeline) -> None:
-    # (so that the workers share its last chunks, rather than one worker taking a full task last)
+def test_a_pass_starts_and_ends_in_small_tasks_its_pack_sent_before_the_last(pipeline: Pipeline) -> None:
+    # (so that the workers start together, rather than wait for a full task each, and share its
+    # last chunks, rather than one worker taking a full task last)
     (pipeline.inbox / "a-note.txt").write_text(small("a note"))
+    (pipeline.inbox / "b-note.txt").write_text(small("b note"))
     (pipeline.inbox / "z-long.txt").write_text(text("long", paragraphs=40))
-    assert pipeline.producer.ingest([pipeline.inbox]).chunks == 1 + 20
+    assert pipeline.producer.ingest([pipeline.inbox]).chunks == 2 + 20
     sent = [(Path(m["file_path"]).name, len(m["chunks"])) for _, m in pipeline.queue.sent]
-    # (tasks of 4 chunks, but its last 8 chunks one a task)
-    assert sent == [("a-note.txt", 1), *[("z-long.txt", 4)] * 3, *[("z-long.txt", 1)] * 8]
+    # (tasks of 4 chunks: until 4 chunks of the pass have left, a pack or task holds 1; up to
+    # the last 8 chunks of the pass, 1 a task)
+    assert sent == [
+        ("a-note.txt", 1), ("b-note.txt", 1), *[("z-long.txt", 1)] * 2,
+        *[("z-long.txt", 4)] * 3, *[("z-long.txt", 1)] * 6,
+    ]  # fmt: skip
     deliver(pipeline.queue, pipeline.runtime)
     pipeline.assert_in_sync()
 
@@ -348,8 +354,9 @@ def test_a_pass_stopped_before_its_pack_left_leaves_those_files_for_the_next(pip
     pipeline.ledger.r.rpush(QUEUE, *["task"] * pipeline.settings.max_queue_depth)
     threading.Timer(0.3, pipeline.producer.stop.set).start()
     report = pipeline.producer.ingest([pipeline.inbox / f"note-{i}.txt" for i in range(3)])
-    # Then all three were read, yet none was sent, none has a record, and all are counted as not read
-    assert pipeline.ledger.r.get(f"{KEY_PREFIX}:generation") == "3"
+    # Then the first was read (its pack leaves at once: the pass starts, ``Pack.starting``), yet
+    # none was sent, none has a record, and all are counted as not read
+    assert pipeline.ledger.r.get(f"{KEY_PREFIX}:generation") == "1"
     assert report.not_read == 3 and not report.outcomes
     assert not pipeline.queue.sent
     assert not pipeline.ledger.paths_under(str(pipeline.inbox))
@@ -388,6 +395,7 @@ def test_a_pack_never_holds_more_text_than_a_message_may(pipeline: Pipeline) -> 
         pipeline.queue, pipeline.ledger, "run", 1024,  # type: ignore[arg-type]
         wait_for_room=lambda: None, retire=lambda path, replaced: None,
     )  # fmt: skip
+    pack.note_sent(1024)  # (the pass has started: a pack is sent once it holds a task's worth)
     big = "x" * 10_000
     for f in range(3):  # three files of 3,000,000 characters each: two cannot share a message
         chunks = [Chunk(id=f"{f}-{i}", index=i, text=big) for i in range(300)]
