@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,9 +42,9 @@ def text(name: str, paragraphs: int = 12) -> str:
 class Pipeline:
     """A producer and one worker runtime on fakes, over ``inbox``."""
 
-    def __init__(self, inbox: Path) -> None:
+    def __init__(self, inbox: Path, chunks_per_task: int = 4) -> None:
         self.inbox = inbox
-        self.settings = Settings(_env_file=None, inbox=inbox, chunks_per_task=4, chunk_size=128)  # type: ignore[call-arg]
+        self.settings = Settings(_env_file=None, inbox=inbox, chunks_per_task=chunks_per_task, chunk_size=128)  # type: ignore[call-arg]
         self.ledger, self.queue, self.store = memory_ledger(), MemoryQueue(), MemoryStore()
         self.embedder = FakeEmbedder()
         self.producer = Producer(self.settings, self.queue, self.ledger)  # type: ignore[arg-type]
@@ -283,6 +284,43 @@ def test_a_file_that_cannot_be_read_keeps_no_chunks(pipeline: Pipeline) -> None:
 
 def small(name: str) -> str:
     return f"A short note called {name}: the otter sleeps holding hands with another otter."
+
+
+def test_a_task_is_written_while_it_embeds_and_waits_only_for_its_last_few_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dropvec.workers.runtime import EMBED_LAST, WRITE_AT_LEAST
+
+    assert (EMBED_LAST, WRITE_AT_LEAST) == (8, 64)  # (the figures below)
+    (tmp_path / "inbox").mkdir()
+    pipeline = Pipeline(tmp_path / "inbox", chunks_per_task=64)
+    path = pipeline.inbox / "long.txt"
+    path.write_text(text("long", paragraphs=140))
+    # Given a file read alone (no pass starts or ends with it: tasks of 64 chunks, then the rest)
+    assert pipeline.producer.ingest_file(path, "run").chunks == 70
+    events: list[tuple[str, int]] = []
+    embed, write = pipeline.embedder.get_text_embedding_batch, pipeline.store.write
+
+    def embedding(texts: list[str]) -> list[list[float]]:
+        events.append(("embed", len(texts)))
+        return embed(texts)
+
+    def writing(nodes: list[Any], **kwargs: Any) -> Any:
+        events.append(("write", len(nodes)))  # (when the write is handed to the loop)
+        return write(nodes, **kwargs)
+
+    pipeline.embedder.embed_batch_size = 16  # type: ignore[attr-defined]
+    monkeypatch.setattr(pipeline.embedder, "get_text_embedding_batch", embedding)
+    monkeypatch.setattr(pipeline.store, "write", writing)
+    deliver(pipeline.queue, pipeline.runtime)
+    # Then the task of 64 wrote all but its last 8 chunks while those embedded, and waited only
+    # for a write of those 8; the task of 6, for a write of its 6
+    assert events == [
+        *[("embed", 16)] * 3, ("embed", 8), ("write", 56), ("embed", 8), ("write", 8),
+        ("embed", 6), ("write", 6),
+    ]  # fmt: skip
+    pipeline.assert_in_sync()
+    pipeline.loop.stop()
 
 
 def test_small_files_travel_together_and_each_is_counted_as_its_own(pipeline: Pipeline) -> None:
