@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 import threading
@@ -154,6 +155,10 @@ def run(settings: Settings, name: str = "") -> int:
     def consuming(**_: Any) -> None:  # the heartbeat starts once the worker takes tasks
         if not beating.is_alive():
             beating.start()
+        # what start-up made (the model, the libraries: some 240,000 objects) lives as long as
+        # the worker: Python's full collections no longer walk it, each of which took 115-130 ms
+        # mid-task, a few times a minute while a worker embeds
+        gc.freeze()
 
     worker_ready.connect(consuming, weak=False)
     try:
