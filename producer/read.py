@@ -77,13 +77,16 @@ def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Sec
                 scanned += 1
                 if ocr.available and rendered < ocr.max_pages:  # (blank or not: each one costs)
                     rendered += 1
-                    width, height = page.get_size()  # (in points: 1/72 inch)
-                    scale = min(OCR_DPI / 72, (OCR_MAX_PIXELS / max(1.0, width * height)) ** 0.5)
-                    image = page.render(scale=scale).to_pil()
-                    if blank_page(image):
-                        blank += 1  # (nothing drawn: Tesseract would take a second to find nothing)
+                    if nothing_drawn(page):
+                        blank += 1  # (not rendered: a render at OCR's resolution took 66 ms)
                     else:
-                        text, meta["ocr"] = ocr_image(image, ocr), 1
+                        width, height = page.get_size()  # (in points: 1/72 inch)
+                        scale = min(OCR_DPI / 72, (OCR_MAX_PIXELS / max(1.0, width * height)) ** 0.5)
+                        image = page.render(scale=scale).to_pil()
+                        if blank_page(image):
+                            blank += 1  # (drawn in one colour: Tesseract would take a second to find nothing)
+                        else:
+                            text, meta["ocr"] = ocr_image(image, ocr), 1
             page.close()
             section = Section(clean_text(text, path), meta)
             any_text = any_text or bool(section.text.strip())
@@ -112,6 +115,14 @@ def _pdf_pages(pdf: pypdfium2.PdfDocument, path: Path, ocr: Ocr) -> Iterator[Sec
             else "OCR needs Tesseract (apt-get install tesseract-ocr)"
         )
         raise SkippedFile(path, f"no text layer (a scan?): {why}")
+
+
+def nothing_drawn(page: pypdfium2.PdfPage) -> bool:
+    """Whether a page holds nothing to draw: no page object (text, path, image, form) and no
+    annotation."""
+    import pypdfium2.raw as pdfium_c
+
+    return pdfium_c.FPDFPage_CountObjects(page) == 0 and pdfium_c.FPDFPage_GetAnnotCount(page) == 0
 
 
 def blank_page(image: Any) -> bool:

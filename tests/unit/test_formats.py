@@ -112,6 +112,25 @@ def test_a_blank_page_is_not_read_by_ocr(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(read_by_ocr) == 1
 
 
+def test_a_page_with_nothing_on_it_is_blank_without_being_rendered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pypdfium2
+
+    from dropvec.producer import read
+
+    pdf = pypdfium2.PdfDocument.new()
+    for _ in range(2):
+        pdf.new_page(612, 792)  # (no page object, no annotation)
+    pdf.save(str(tmp_path / "empty.pdf"))
+    pdf.close()
+    rendered: list[object] = []
+    monkeypatch.setattr(read, "blank_page", lambda image: rendered.append(image) or True)
+    with pytest.raises(SkippedFile, match=r"no text \(its pages are blank\)"):
+        list(read_sections(tmp_path / "empty.pdf", Ocr()))
+    assert not rendered
+
+
 def test_blank_pages_count_towards_the_ocr_page_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from PIL import Image
 
