@@ -33,7 +33,7 @@ from dropvec.producer.files import (
     signature,
 )
 from dropvec.producer.formats import Ocr
-from dropvec.producer.pack import Pack, Packed, tasks_of
+from dropvec.producer.pack import Pack, Packed, quarter, tasks_of
 from dropvec.producer.read import is_supported, read_sections
 from dropvec.producer.tokens import load_window
 from dropvec.workers.app import create_app, publishing, send_removal
@@ -266,7 +266,7 @@ class Producer:
             # at most); while the pass starts (``Pack.starting``), within a quarter of one
             size, hurry = self.settings.chunks_per_task, pack.starting if pack is not None else 0
             chunks_read = peekable(self._chunks(sections, path, doc_id, generation, before))
-            head = list(islice(chunks_read, max(1, size // 4) if hurry else size))
+            head = list(islice(chunks_read, quarter(size) if hurry else size))
             if pack is not None and head and not chunks_read and pack.fits(len(head)):
                 _unchanged_since(path, before, base)
                 task = EmbedTask(

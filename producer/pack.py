@@ -36,6 +36,11 @@ from dropvec.workers.app import publishing
 T = TypeVar("T")
 
 
+def quarter(size: int) -> int:
+    """The chunks of the small tasks that start and end a pass: a quarter of a task's (at least 1)."""
+    return max(1, size // 4)
+
+
 def tasks_of(chunks: Iterable[T], size: int, *, taper: bool = False, hurry: int = 0) -> Iterator[list[T]]:
     """The chunks of one file in tasks of ``size``, each sent as soon as it is read.
 
@@ -45,7 +50,7 @@ def tasks_of(chunks: Iterable[T], size: int, *, taper: bool = False, hurry: int 
     workers share them, where one full task taken last would keep one worker busy while the
     others wait (as long as a task takes: 1.5 s on a core at ``size`` 128); a file of one task
     stays one task (it may travel in a pack)."""
-    small, tail = max(1, size // 4), 2 * size
+    small, tail = quarter(size), 2 * size
     chunks = iter(chunks)
     sent = False
     if hurry:
@@ -134,7 +139,7 @@ class Pack:
         ):
             self.send()
         self.files.append(file)
-        full = max(1, self.limit // 4) if self.starting else self.limit
+        full = quarter(self.limit) if self.starting else self.limit
         if self.chunks >= full or len(self.files) >= MAX_FILES_PER_TASK:
             self.send()
 
@@ -160,7 +165,7 @@ class Pack:
         for f in files:
             if f.moved_from:
                 self.state.forget_file(*f.moved_from)
-        most = max(1, self.limit // 4) if last else self.limit
+        most = quarter(self.limit) if last else self.limit
         with publishing(self.app) as send:
             for group in constrained_batches(files, most, get_len=lambda f: len(f.task.chunks), strict=False):
                 if len(group) == 1:
