@@ -22,8 +22,9 @@ Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, pe
 The peers are given the documents as dropvec reads them (both 10-Ks are encrypted, and one is
 damaged: llama-index's own PDF reader gets no text from them); their reading time is measured
 and reported beside their pipeline time, and counted in their corpus seconds, as dropvec's is.
-Each system runs in a process of its own, whose peak RSS (with its children) is sampled every
-0.1 s; dropvec's row gives one worker process's peak (the higher of the two). ``--systems``
+Each system runs in a process of its own, whose peak RSS over its life is read from the kernel
+(VmHWM) as it ends; dropvec's row gives one worker process's peak (the higher of the two), its
+model's loading included. ``--systems``
 picks rows (default: all); ``--chart FILE`` draws chunks/s per system and the ceiling
 (matplotlib, the ``bench`` extra).
 
@@ -59,11 +60,11 @@ import psutil
 
 from bench.core import (
     SEED,
-    PeakRss,
     chunk_texts,
     drop_collection,
     encode_seconds,
     end_to_end,
+    high_water_mb,
     private_settings,
     start_services,
 )
@@ -81,12 +82,11 @@ def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int 
     cmd = [sys.executable, "-m", "bench.perf", "--role", role, "--peer-batch", str(peer_batch)]
     cmd += ["--files", *map(str, files)]
     proc = subprocess.Popen(cmd, env={**os.environ, **settings.to_env()}, stdout=subprocess.PIPE, text=True)
-    sampler = PeakRss([proc.pid])
     out, _ = proc.communicate()
-    peak = sampler.stop()
     if proc.returncode != 0:
         raise SystemExit(f"{role} failed with exit code {proc.returncode}")
-    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": round(peak)}
+    row = json.loads(out.strip().splitlines()[-1])
+    return {**row, "peak_rss_mb": round(row["peak_rss_mb"])}
 
 
 def documents(files: list[Path]) -> list[Any]:
@@ -118,7 +118,6 @@ def ceiling_in_layout(settings: Any, files: list[Path], processes: int) -> dict[
         )  # fmt: skip
         for i in range(processes)
     ]
-    sampler = PeakRss([p.pid for p in procs])
     for proc in procs:  # each says when its model is loaded and warm
         assert proc.stdout is not None and proc.stdin is not None
         while (line := proc.stdout.readline()) and line.strip() != "ready":
@@ -128,7 +127,6 @@ def ceiling_in_layout(settings: Any, files: list[Path], processes: int) -> dict[
         proc.stdin.write("go\n")
         proc.stdin.flush()
     outs = [proc.communicate()[0] for proc in procs]
-    peak = sampler.stop()
     if any(proc.returncode for proc in procs):
         raise SystemExit(f"the ceiling failed: exit codes {[proc.returncode for proc in procs]}")
     shares = [json.loads(out.strip().splitlines()[-1]) for out in outs]
@@ -141,7 +139,7 @@ def ceiling_in_layout(settings: Any, files: list[Path], processes: int) -> dict[
         "key": "ceiling" if processes == settings.worker_processes() else "ceiling-1",
         "chunks": sum(s["chunks"] for s in shares),
         "seconds": max(s["end"] for s in shares) - min(s["start"] for s in shares),
-        "peak_rss_mb": round(peak),
+        "peak_rss_mb": round(max(s["peak_rss_mb"] for s in shares)),
     }
 
 
@@ -345,7 +343,7 @@ def main() -> None:
             row = role_st_int8(settings, args.files, args.peer_batch)
         else:
             row = role_peer(settings, args.files, args.role, args.peer_batch)
-        print(json.dumps(row))
+        print(json.dumps({**row, "peak_rss_mb": high_water_mb()}))  # (its own, before it ends)
         return
 
     if args.chart:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.core import SEED, PeakRss
+from bench.core import SEED, peak_rss_mb
 from bench.netns import Cluster, Network
 
 
@@ -33,11 +33,10 @@ def run_once(corpus: Path, workers: int, threads: int, root: Path) -> dict[str, 
             for i in range(workers):
                 cluster.add_worker(f"worker-{i}", threads)
             cluster.wait_for_workers(workers)
-            sampler = PeakRss([p.pid for p in cluster.procs[1:]])
             start = time.perf_counter()
             ingest = cluster.dropvec("ingest", str(corpus), "--wait", "--timeout", "3600", timeout=3700)
             seconds = time.perf_counter() - start
-            peak = sampler.stop()
+            peak = peak_rss_mb([p.pid for p in cluster.procs[1:]])
             if ingest.returncode != 0:
                 raise RuntimeError(ingest.stderr[-2000:])
             status = json.loads(cluster.dropvec("status", "--json").stdout)
