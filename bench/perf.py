@@ -47,6 +47,7 @@ import atexit
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -298,6 +299,13 @@ def throughput(
     for row in rows:
         row["ratio_to_best_peer"] = row["chunks_per_s"] / max(peers) if peers else None
         row["ratio_to_ceiling"] = row["chunks_per_s"] / ceiling if ceiling else None
+    # the same round's ceiling run, measured beside it: the machine's drift from one round to the
+    # next falls on both
+    rounds = next((r["runs_chunks_per_s"] for r in rows if r.get("key") == "ceiling"), [])
+    for row in rows:
+        if row.get("key") != "ceiling" and len(row.get("runs_chunks_per_s", [])) == len(rounds) > 1:
+            runs = zip(row["runs_chunks_per_s"], rounds, strict=True)
+            row["rounds_ratio_to_ceiling"] = [x / c for x, c in runs]
     return rows
 
 
@@ -404,6 +412,10 @@ def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> 
     for r in rows:
         if len(r.get("runs_chunks_per_s", [])) > 1:
             print(f"  {r['system']}: median of {', '.join(map(str, r['runs_chunks_per_s']))} chunks/s")
+        if "rounds_ratio_to_ceiling" in r:
+            each = r["rounds_ratio_to_ceiling"]
+            print(f"    against its round's ceiling run: {', '.join(f'{x:.0%}' for x in each)} "
+                  f"(median {statistics.median(each):.0%})")  # fmt: skip
         if "read_seconds" in r:
             print(
                 f"  {r['system']}: reading {r['read_seconds']:.1f} s + pipeline {r['pipeline_seconds']:.1f} s"
