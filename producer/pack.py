@@ -123,7 +123,7 @@ class Pack:
         return max(0, self.limit - self.sent_chunks)
 
     def note_sent(self, chunks: int) -> None:
-        """Count ``chunks`` of a file's own task as sent in this pass."""
+        """Count ``chunks`` as sent in this pass (a pack's, or a file's own task's)."""
         self.sent_chunks += chunks
 
     def fits(self, chunks: int) -> bool:
@@ -156,7 +156,7 @@ class Pack:
             return
         self.wait_for_room()
         files, self.files = self.files, []
-        self.sent_chunks += sum(len(f.task.chunks) for f in files)
+        self.note_sent(sum(len(f.task.chunks) for f in files))
         starts = [
             FileStart(f.task.doc_id, f.task.file_path, f.sha256, f.model, f.task.generation, f.replaces)
             for f in files
