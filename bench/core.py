@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -19,9 +20,11 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
+
+from dropvec.producer.tokens import TokenWindow
 
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "seed"
 
@@ -94,12 +97,34 @@ def peak_rss_mb(pids: list[int]) -> float:
     return max(peaks)
 
 
+class EndToEnd(NamedTuple):
+    chunks: int
+    seconds: float
+    #: The highest peak RSS of one worker process, in MB.
+    peak_mb: float
+    #: CPU seconds the worker processes (all together) and the producer's process spent in the run.
+    workers_cpu_s: float
+    producer_cpu_s: float
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds of the processes ``pids`` so far (those ended are skipped)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def end_to_end(
-    settings: Any, files: list[Path], workers: int, root: Path, first: int = 0
-) -> tuple[int, float, float]:
+    settings: Any, files: list[Path], workers: int, root: Path, first: int = 0, token_ids: bool = True
+) -> EndToEnd:
     """Enqueue ``files`` and wait until every chunk is written, with ``workers`` warm processes
-    (numbered from ``first``): chunks, seconds, and the highest peak RSS in MB of one worker
-    (with its children)."""
+    (numbered from ``first``). ``token_ids`` False: the chunks go without their token ids, and the
+    workers tokenize their texts (as before the producer sent them)."""
     from dropvec.producer.enqueue import Producer
     from dropvec.stack import start_workers
     from dropvec.status import live_workers
@@ -112,15 +137,33 @@ def end_to_end(
                 raise SystemExit("workers did not start; see " + str(root / "logs"))
             time.sleep(0.5)
         producer = Producer.from_settings(settings)
-        start = time.perf_counter()
+        if not token_ids:
+            window = producer.window
+            producer.window = TextOnly(
+                **{f.name: getattr(window, f.name) for f in dataclasses.fields(window)}
+            )
+        pids = [s.proc.pid for s in services]
+        start, cpu, own = time.perf_counter(), cpu_seconds(pids), time.process_time()
         report = producer.ingest(files, force=True)
         while not producer.state.progress(report.run_id).finished:
             time.sleep(0.05)
-        elapsed = time.perf_counter() - start
-        return report.chunks, elapsed, peak_rss_mb([s.proc.pid for s in services])
+        elapsed, own = time.perf_counter() - start, time.process_time() - own
+        cpu = cpu_seconds(pids) - cpu
+        return EndToEnd(report.chunks, elapsed, peak_rss_mb(pids), cpu, own)
     finally:
         for s in services:
             s.stop()
+
+
+class TextOnly(TokenWindow):
+    """A window that makes no token ids (``end_to_end``): it counts as its model's does."""
+
+    @property
+    def ids_key(self) -> str:
+        return ""
+
+    def token_ids(self, text: str) -> bytes | None:
+        return None
 
 
 def drop_collection(settings: Any, name: str | None = None) -> None:
@@ -248,7 +291,7 @@ def main() -> None:
                 "chunks_per_s": ceiling,
             }
         )
-        chunks, seconds, _ = end_to_end(settings, files, 1, root)
+        chunks, seconds, *_ = end_to_end(settings, files, 1, root)
         rows.append(
             {
                 "system": "dropvec end to end, 1 worker process",

@@ -12,7 +12,8 @@ Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, pe
 - the sentence-transformers int8 recipe's encode of the same chunks (``export_dynamic_quantized_
   onnx_model(model, "avx512_vnni")`` loaded by ``HuggingFaceEmbedding(backend="onnx")``);
 - dropvec end to end (``ingest`` to the last chunk written) with the default ``up`` layout and
-  with 1 worker process;
+  with 1 worker process; ``dropvec-text``: the default layout with chunks sent without their
+  token ids, the workers tokenizing their texts (what the producer's ids save);
 - LlamaIndex ``IngestionPipeline.arun`` (``SentenceSplitter`` + ``HuggingFaceEmbedding``, into
   ``MilvusVectorStore``) on torch and on that int8 recipe (the strongest configuration a skilled
   user would run), and the tutorial's ``VectorStoreIndex.from_documents(use_async=True)`` on
@@ -75,7 +76,7 @@ PEERS = {
     "pipeline-int8": "llamaindex IngestionPipeline.arun (ST int8 ONNX recipe)",
     "tutorial": "llamaindex VectorStoreIndex.from_documents(use_async) (torch)",
 }
-SYSTEMS = ("ceiling", "ceiling-1", "st-int8", "dropvec", "dropvec-1", *PEERS)
+SYSTEMS = ("ceiling", "ceiling-1", "st-int8", "dropvec", "dropvec-text", "dropvec-1", *PEERS)
 
 
 def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int = 0) -> dict[str, Any]:
@@ -141,6 +142,7 @@ def ceiling_in_layout(settings: Any, files: list[Path], processes: int) -> dict[
         "chunks": sum(s["chunks"] for s in shares),
         "seconds": max(s["end"] for s in shares) - min(s["start"] for s in shares),
         "peak_rss_mb": round(max(s["peak_rss_mb"] for s in shares)),
+        "workers_cpu_s": round(sum(s["cpu_s"] for s in shares), 2),
     }
 
 
@@ -156,9 +158,9 @@ def role_ceiling(settings: Any, files: list[Path], share: str) -> dict[str, Any]
     model.get_text_embedding_batch(mine[:64])
     print("ready", flush=True)
     sys.stdin.readline()
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     model.get_text_embedding_batch(mine)
-    return {"chunks": len(mine), "start": start, "end": time.time()}
+    return {"chunks": len(mine), "start": start, "end": time.time(), "cpu_s": time.process_time() - cpu}
 
 
 def st_int8(settings: Any, batch: int) -> Any:
@@ -244,18 +246,21 @@ def role_peer(settings: Any, files: list[Path], role: str, batch: int) -> dict[s
 
 
 def dropvec_end_to_end(
-    settings: Any, files: list[Path], workers: int, root: Path, label: str = ""
+    settings: Any, files: list[Path], workers: int, root: Path, label: str = "", token_ids: bool = True
 ) -> dict[str, Any]:
     """``ingest`` into a new collection (nothing reused from the run before) with ``workers`` warm
-    worker processes."""
+    worker processes (``token_ids`` False: the workers tokenize the chunks' texts themselves)."""
     drop_collection(settings)
-    chunks, seconds, peak = end_to_end(settings, files, workers, root, first=10 * workers)
+    run = end_to_end(settings, files, workers, root, first=10 * workers, token_ids=token_ids)
     noun = "process" if workers == 1 else "processes"
+    label = label if token_ids else "workers tokenize the texts"
     return {
         "system": f"dropvec end to end, {workers} worker {noun}" + (f" ({label})" if label else ""),
-        "chunks": chunks,
-        "seconds": seconds,
-        "peak_rss_mb": round(peak),  # one worker process's
+        "chunks": run.chunks,
+        "seconds": run.seconds,
+        "peak_rss_mb": round(run.peak_mb),  # one worker process's
+        "workers_cpu_s": round(run.workers_cpu_s, 2),
+        "producer_cpu_s": round(run.producer_cpu_s, 2),
         "producer_peak_rss_mb": round(psutil.Process().memory_info().rss / 2**20),
     }
 
@@ -278,6 +283,8 @@ def throughput(
         measured.append(
             partial(dropvec_end_to_end, settings, files, default, root, label="default `up` layout")
         )
+    if "dropvec-text" in systems:
+        measured.append(partial(dropvec_end_to_end, settings, files, default, root, token_ids=False))
     if "dropvec-1" in systems and default != 1:
         measured.append(partial(dropvec_end_to_end, settings, files, 1, root))
     runs: list[list[dict[str, Any]]] = [[] for _ in measured]
@@ -314,6 +321,9 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["seconds"])
     row = dict(ordered[(len(ordered) - 1) // 2])
     row["runs_chunks_per_s"] = [round(r["chunks"] / r["seconds"], 1) for r in runs]
+    if all("workers_cpu_s" in r for r in runs):  # (CPU seconds a chunk, in ms: the drift moves them less)
+        row["runs_cpu_ms_per_chunk"] = [round(1000 * r["workers_cpu_s"] / r["chunks"], 2) for r in runs]
+        row["median_cpu_ms_per_chunk"] = statistics.median(row["runs_cpu_ms_per_chunk"])
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return row
 
@@ -416,6 +426,13 @@ def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> 
             each = r["rounds_ratio_to_ceiling"]
             print(f"    against its round's ceiling run: {', '.join(f'{x:.0%}' for x in each)} "
                   f"(median {statistics.median(each):.0%})")  # fmt: skip
+        if "runs_cpu_ms_per_chunk" in r:
+            each = r["runs_cpu_ms_per_chunk"]
+            producer = (
+                f"; the producer's process {r['producer_cpu_s']:.1f} s" if "producer_cpu_s" in r else ""
+            )
+            print(f"    CPU of its embedding processes: {', '.join(map(str, each))} ms a chunk "
+                  f"(median {r['median_cpu_ms_per_chunk']}){producer}")  # fmt: skip
         if "read_seconds" in r:
             print(
                 f"  {r['system']}: reading {r['read_seconds']:.1f} s + pipeline {r['pipeline_seconds']:.1f} s"

@@ -169,7 +169,7 @@ def main() -> None:
     services = start_services(settings)
     rows: list[dict[str, Any]] = []
     try:
-        chunks, seconds, _ = end_to_end(settings, [folder], settings.worker_processes(), root)
+        chunks, seconds, *_ = end_to_end(settings, [folder], settings.worker_processes(), root)
         model = load_embedder(settings)
         began = time.perf_counter()
         vectors = [model.get_query_embedding(q.question) for q in asked]

@@ -271,7 +271,7 @@ class Producer:
                 _unchanged_since(path, before, base)
                 task = EmbedTask(
                     run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                    task_index=0, chunks=head,
+                    task_index=0, chunks=head, tokenizer=self.window.ids_key,
                 )  # fmt: skip
                 old = (doc_id_for(moved_from), moved_from) if moved_from else None
                 packed = Packed(task, sha, self.settings.model_key, tuple(replaces), old)
@@ -292,7 +292,7 @@ class Producer:
                                 self.state.forget_file(doc_id_for(moved_from), moved_from)
                         task = EmbedTask(
                             run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                            task_index=tasks, chunks=batch,
+                            task_index=tasks, chunks=batch, tokenizer=self.window.ids_key,
                         )  # fmt: skip
                         send(EMBED_TASK, task.model_dump(mode="json"))
                         if pack is not None:
@@ -328,9 +328,16 @@ class Producer:
         return FileOutcome(str(path), Outcome.QUEUED, reason=moved, chunks=chunks)
 
     def _chunks(
-        self, sections: Iterable[Section], path: Path, doc_id: str, generation: int, before: Signature | None
+        self,
+        sections: Iterable[Section],
+        path: Path,
+        doc_id: str,
+        generation: int,
+        before: Signature | None,
+        token_ids: bool = True,
     ) -> Iterator[Chunk]:
-        """The chunks of version ``generation`` of the file at ``path`` (read as ``sections``)."""
+        """The chunks of version ``generation`` of the file at ``path`` (read as ``sections``),
+        with their token ids unless ``token_ids`` is False (chunks that are only counted)."""
         return iter_chunks(
             sections,
             doc_id=doc_id,
@@ -340,6 +347,7 @@ class Producer:
             chunk_overlap=self.settings.chunk_overlap,
             embed_keys=self.settings.embed_metadata_keys,
             generation=generation,
+            token_ids=token_ids,
         )
 
     def version_of(self, path: Path, generation: int) -> StoredVersion:
@@ -352,7 +360,7 @@ class Producer:
         sha = self._hash(path, base)
         doc_id, ids, count = doc_id_for(str(path)), "", 0
         for batch in chunked(
-            self._chunks(read_sections(path, self.ocr), path, doc_id, generation, before), 1024
+            self._chunks(read_sections(path, self.ocr), path, doc_id, generation, before, False), 1024
         ):
             ids, count = ids_digest((c.id for c in batch), ids), count + len(batch)
         _unchanged_since(path, before, base)

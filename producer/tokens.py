@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from dropvec.config.errors import ConfigError
-from dropvec.config.models import window_length
+from dropvec.config.models import id_dtype, tokenizer_key, window_length
 
 #: Words whose token counts a window keeps; past this the cache starts again (about 45 MB, and as
 #: much again at most for the word pieces' cache: the public corpus's 1,367 files hold 212,000
@@ -53,6 +53,33 @@ class TokenWindow:
     _words: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     #: Counts words without the whole tokenizer's pipeline (BERT's only).
     _bert: BertWords | None = field(default=None, compare=False, repr=False)
+    #: Each word's token ids, packed (``token_ids``).
+    _ids: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ids_key(self) -> str:
+        """The key of the ids ``token_ids`` makes (``config.models.tokenizer_key``); "" where it
+        makes none."""
+        return self._bert.key if self._bert is not None else ""
+
+    def token_ids(self, text: str) -> bytes | None:
+        """The ids of ``text``'s tokens as the model's tokenizer makes them, special tokens left
+        out and nothing truncated, packed (``config.models.id_dtype``); None where this window
+        does not make them (a tokenizer other than BERT's). The worker then need not tokenize the
+        chunk again (``workers.encoder``): each distinct word is tokenized once, as counts are."""
+        if self._bert is None:
+            return None
+        words = WORD.findall(text)
+        known = self._ids
+        missing = list(set(words).difference(known))
+        if missing:
+            if len(known) + len(missing) > CACHE_WORDS:
+                known.clear()
+                missing = list(set(words))
+            pack = self._bert.pack
+            for word in self._bert.ids(missing, known):  # (a special token's text: the pipeline's)
+                known[word] = pack(self.tokenizer.encode(word, add_special_tokens=False).ids)
+        return b"".join(map(known.__getitem__, words))
 
     def count(self, text: str) -> int:
         if self.additive:
@@ -108,7 +135,7 @@ class TokenWindow:
 
 
 class BertWords:
-    """Token counts of words as BERT's tokenizer makes them, at a fraction of its cost: the
+    """Token counts and ids of words as BERT's tokenizer makes them, at a fraction of its cost: the
     ``tokenizers`` pipeline spends most of its time on offsets and alignments that a count does
     not need (some 2.5 us a token; its WordPiece model alone, 0.5 us a word).
 
@@ -132,10 +159,12 @@ class BertWords:
         #: A special token's text, in any case (one search a word, not one per special token).
         self.specials = re.compile("|".join(map(re.escape, specials)), re.IGNORECASE) if specials else None
         self._pieces: dict[str, int] = {}
+        self._piece_ids: dict[str, bytes] = {}
+        self.dtype, self.key = id_dtype(tokenizer), tokenizer_key(tokenizer)
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> BertWords | None:
-        """Counts for ``tokenizer`` if it is BERT's pipeline (else None: it is used whole)."""
+        """Counts and ids for ``tokenizer`` if it is BERT's pipeline (else None: it is used whole)."""
         state = json.loads(tokenizer.to_str())
         normalizer = state.get("normalizer") or {}
         model = state.get("model") or {}
@@ -147,6 +176,39 @@ class BertWords:
             return None
         return cls(tokenizer, bool(normalizer.get("lowercase", True)))
 
+    def pack(self, ids: list[int]) -> bytes:
+        return np.array(ids, dtype=self.dtype).tobytes()
+
+    def _runs(self, word: str) -> Iterable[str]:
+        """The pieces the pipeline's normalizer and pre-tokenizer cut ``word`` into."""
+        if word.isalnum() and word.isascii():  # (one run of letters and digits: most words)
+            return (word.lower() if self.lowercase else word,)
+        if word.isascii() and word.isprintable():
+            return self.PIECES.findall(word.lower() if self.lowercase else word)
+        normalized = self.normalizer.normalize_str(word)
+        return [p for p, _ in self.pre_tokenizer.pre_tokenize_str(normalized)]
+
+    def ids(self, words: list[str], known: dict[str, bytes]) -> list[str]:
+        """Put the packed token ids of ``words`` in ``known`` (as ``count`` counts them); those
+        holding a special token's text are returned, for the whole pipeline."""
+        rest = []
+        pieces, tokenize, pack = self._piece_ids, self.model.tokenize, self.pack
+        if len(pieces) > CACHE_WORDS:
+            pieces.clear()
+        specials = self.specials
+        for word in words:
+            if specials and specials.search(word):
+                rest.append(word)
+                continue
+            parts = []
+            for piece in self._runs(word):
+                ids = pieces.get(piece)
+                if ids is None:
+                    ids = pieces[piece] = pack([t.id for t in tokenize(piece)])
+                parts.append(ids)
+            known[word] = b"".join(parts)
+        return rest
+
     def count(self, words: list[str], known: dict[str, int]) -> list[str]:
         """Put the counts of ``words`` in ``known``; those holding a special token's text are
         returned, for the whole pipeline."""
@@ -154,20 +216,13 @@ class BertWords:
         pieces, tokenize = self._pieces, self.model.tokenize
         if len(pieces) > CACHE_WORDS:
             pieces.clear()
-        specials, lowercase = self.specials, self.lowercase
+        specials = self.specials
         for word in words:
             if specials and specials.search(word):
                 rest.append(word)
                 continue
-            if word.isalnum() and word.isascii():  # (one run of letters and digits: most words)
-                runs: Iterable[str] = (word.lower() if lowercase else word,)
-            elif word.isascii() and word.isprintable():
-                runs = self.PIECES.findall(word.lower() if lowercase else word)
-            else:
-                normalized = self.normalizer.normalize_str(word)
-                runs = [p for p, _ in self.pre_tokenizer.pre_tokenize_str(normalized)]
             total = 0
-            for piece in runs:
+            for piece in self._runs(word):
                 n = pieces.get(piece)
                 if n is None:
                     n = pieces[piece] = len(tokenize(piece))
