@@ -97,6 +97,8 @@ class Producer:
         self.app = app
         self.state = state
         self.window = load_window(settings.embed_model_path)
+        #: The key of the token ids the chunks carry ("" for none: the workers' backend takes none).
+        self.ids_key = self.window.ids_key if settings.takes_token_ids() else ""
         self.ocr = Ocr(
             enabled=settings.ocr == "auto", page_seconds=settings.ocr_page_seconds,
             max_pages=settings.ocr_max_pages, languages=settings.ocr_languages,
@@ -271,7 +273,7 @@ class Producer:
                 _unchanged_since(path, before, base)
                 task = EmbedTask(
                     run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                    task_index=0, chunks=head, tokenizer=self.window.ids_key,
+                    task_index=0, chunks=head, tokenizer=self.ids_key,
                 )  # fmt: skip
                 old = (doc_id_for(moved_from), moved_from) if moved_from else None
                 packed = Packed(task, sha, self.settings.model_key, tuple(replaces), old)
@@ -292,7 +294,7 @@ class Producer:
                                 self.state.forget_file(doc_id_for(moved_from), moved_from)
                         task = EmbedTask(
                             run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                            task_index=tasks, chunks=batch, tokenizer=self.window.ids_key,
+                            task_index=tasks, chunks=batch, tokenizer=self.ids_key,
                         )  # fmt: skip
                         send(EMBED_TASK, task.model_dump(mode="json"))
                         if pack is not None:
@@ -337,7 +339,8 @@ class Producer:
         token_ids: bool = True,
     ) -> Iterator[Chunk]:
         """The chunks of version ``generation`` of the file at ``path`` (read as ``sections``),
-        with their token ids unless ``token_ids`` is False (chunks that are only counted)."""
+        with their token ids where the workers take them, unless ``token_ids`` is False (chunks
+        that are only counted)."""
         return iter_chunks(
             sections,
             doc_id=doc_id,
@@ -347,7 +350,7 @@ class Producer:
             chunk_overlap=self.settings.chunk_overlap,
             embed_keys=self.settings.embed_metadata_keys,
             generation=generation,
-            token_ids=token_ids,
+            token_ids=token_ids and bool(self.ids_key),
         )
 
     def version_of(self, path: Path, generation: int) -> StoredVersion:

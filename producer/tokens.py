@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+import sys
+from array import array
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,9 +21,8 @@ from tokenizers import Tokenizer
 from dropvec.config.errors import ConfigError
 from dropvec.config.models import id_dtype, tokenizer_key, window_length
 
-#: Words whose token counts a window keeps; past this the cache starts again (about 45 MB, and as
-#: much again at most for the word pieces' cache: the public corpus's 1,367 files hold 212,000
-#: distinct words).
+#: Words whose token ids a window keeps; past this the cache starts again (about 65 MB, and some
+#: more for the word pieces' cache: the public corpus's 1,367 files hold 212,000 distinct words).
 CACHE_WORDS = 500_000
 #: New words tokenized in one call, at most (joined at spaces).
 ENCODE_WORDS = 512
@@ -42,48 +43,40 @@ class TokenWindow:
 
     ``additive``: the tokenizer splits at whitespace before anything else (BERT's WordPiece, as in
     the bundled model and most sentence-transformers), so a text's tokens are its
-    whitespace-separated words' tokens. Such a window counts a text word by word, each distinct
-    word tokenized once and its count remembered: text repeats its words, and a dictionary look-up
-    is some twenty times cheaper than tokenizing the word again. The counts are exact.
+    whitespace-separated words' tokens. Such a window tokenizes each distinct word once and
+    remembers its token ids (packed as ``dtype``): a text is counted by dictionary look-ups, some
+    twenty times cheaper than tokenizing its words again, and its ids are its words' ids joined
+    (``token_ids``), which the workers then need not make again. Counts and ids are exact.
     """
 
     tokenizer: Tokenizer
     budget: int
     additive: bool = False
-    _words: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
-    #: Counts words without the whole tokenizer's pipeline (BERT's only).
+    #: How token ids are packed (``config.models.id_dtype``), and the key of the tokenizer that
+    #: made them (``config.models.tokenizer_key``): "" where the window makes none (not additive).
+    dtype: str = "<u2"
+    ids_key: str = ""
+    #: Each word's token ids, packed (additive windows).
+    _words: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    #: Tokenizes words without the whole tokenizer's pipeline (BERT's only).
     _bert: BertWords | None = field(default=None, compare=False, repr=False)
-    #: Each word's token ids, packed (``token_ids``).
-    _ids: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def ids_key(self) -> str:
-        """The key of the ids ``token_ids`` makes (``config.models.tokenizer_key``); "" where it
-        makes none."""
-        return self._bert.key if self._bert is not None else ""
 
     def token_ids(self, text: str) -> bytes | None:
         """The ids of ``text``'s tokens as the model's tokenizer makes them, special tokens left
-        out and nothing truncated, packed (``config.models.id_dtype``); None where this window
-        does not make them (a tokenizer other than BERT's). The worker then need not tokenize the
-        chunk again (``workers.encoder``): each distinct word is tokenized once, as counts are."""
-        if self._bert is None:
+        out and nothing truncated, packed (``dtype``); None where this window makes none. Those
+        of a chunk's embedded text go with it, and the worker does not tokenize it again."""
+        if not self.ids_key:
             return None
         words = WORD.findall(text)
-        known = self._ids
-        missing = list(set(words).difference(known))
-        if missing:
-            if len(known) + len(missing) > CACHE_WORDS:
-                known.clear()
-                missing = list(set(words))
-            pack = self._bert.pack
-            for word in self._bert.ids(missing, known):  # (a special token's text: the pipeline's)
-                known[word] = pack(self.tokenizer.encode(word, add_special_tokens=False).ids)
-        return b"".join(map(known.__getitem__, words))
+        try:
+            return b"".join(map(self._words.__getitem__, words))
+        except KeyError:
+            self._learn(words)
+            return b"".join(map(self._words.__getitem__, words))
 
     def count(self, text: str) -> int:
         if self.additive:
-            return sum(self._counts(WORD.findall(text)))
+            return int(self._counts(WORD.findall(text)).sum())
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def measure(self, text: str) -> Measured:
@@ -101,27 +94,40 @@ class TokenWindow:
         parts = GAPS.split(text)  # word, gap, word, ..., word: the first and last may be ""
         ends = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)))
         counts = self._counts(parts[::2])
-        return np.concatenate(([0], ends[1::2])), np.cumsum([0, *counts])
+        return np.concatenate(([0], ends[1::2])), np.concatenate(([0], np.cumsum(counts)))
 
-    def _counts(self, words: list[str]) -> list[int]:
+    def _counts(self, words: list[str]) -> np.ndarray:
+        """The token count of each of ``words`` (the length of its packed ids)."""
+        lengths = map(len, map(self._words.__getitem__, words))
+        try:
+            packed = np.fromiter(lengths, dtype=np.int64, count=len(words))
+        except KeyError:
+            self._learn(words)
+            packed = np.fromiter(
+                map(len, map(self._words.__getitem__, words)), dtype=np.int64, count=len(words)
+            )
+        return packed // np.dtype(self.dtype).itemsize
+
+    def _learn(self, words: list[str]) -> None:
+        """Tokenize those of ``words`` not known yet, and remember their ids."""
         known = self._words
         missing = list(set(words).difference(known))
-        if missing:
-            if len(known) + len(missing) > CACHE_WORDS:
-                known.clear()
-                missing = list(set(words))
-            if self._bert is not None:
-                missing = self._bert.count(missing, known)
-            # a few calls for all of them, each some hundreds of words joined at spaces (which an
-            # additive window splits at): each call into the tokenizer costs as much as a word,
-            # and one call's cost per word grows with its length (40 us a word at 60,000 words)
-            for first in range(0, len(missing), ENCODE_WORDS):
-                part = missing[first : first + ENCODE_WORDS]
-                starts = np.cumsum([0, *(len(w) + 1 for w in part)])
-                encoding = self.tokenizer.encode(" ".join(part), add_special_tokens=False)
-                tokens = np.array([start for start, _ in encoding.offsets], dtype=np.int64)
-                known.update(zip(part, np.diff(np.searchsorted(tokens, starts)).tolist(), strict=False))
-        return list(map(known.__getitem__, words))
+        if len(known) + len(missing) > CACHE_WORDS:
+            known.clear()
+            missing = list(set(words))
+        if self._bert is not None:
+            missing = self._bert.ids(missing, known)
+        # a few calls for the rest, each some hundreds of words joined at spaces (which an
+        # additive window splits at): each call into the tokenizer costs as much as a word, and
+        # one call's cost per word grows with its length (40 us a word at 60,000 words)
+        for first in range(0, len(missing), ENCODE_WORDS):
+            part = missing[first : first + ENCODE_WORDS]
+            starts = np.cumsum([0, *(len(w) + 1 for w in part)])
+            encoding = self.tokenizer.encode(" ".join(part), add_special_tokens=False)
+            tokens = np.array([start for start, _ in encoding.offsets], dtype=np.int64)
+            at = np.searchsorted(tokens, starts).tolist()
+            ids = np.array(encoding.ids, dtype=self.dtype)
+            known.update((w, ids[a:b].tobytes()) for w, a, b in zip(part, at, at[1:], strict=False))
 
     def split_to_fit(self, text: str, max_tokens: int) -> list[str]:
         """Cut ``text`` at token boundaries into pieces of at most ``max_tokens`` tokens."""
@@ -132,6 +138,21 @@ class TokenWindow:
             end = offsets[start + max_tokens][0] if start + max_tokens < len(offsets) else len(text)
             pieces.append(text[begin:end])
         return [p for p in pieces if p.strip()]
+
+
+def array_packer(dtype: str) -> Callable[[list[int]], bytes]:
+    """Packs a word's few token ids as ``dtype`` (little-endian, two or four bytes an id): the
+    standard library's ``array`` does it in a third of numpy's time for so few."""
+    code = {2: "H", 4: "I"}[np.dtype(dtype).itemsize]
+    assert array(code).itemsize == np.dtype(dtype).itemsize
+
+    def pack(ids: list[int]) -> bytes:
+        packed = array(code, ids)
+        if sys.byteorder == "big":
+            packed.byteswap()
+        return packed.tobytes()
+
+    return pack
 
 
 class BertWords:
@@ -158,9 +179,9 @@ class BertWords:
         specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.content]
         #: A special token's text, in any case (one search a word, not one per special token).
         self.specials = re.compile("|".join(map(re.escape, specials)), re.IGNORECASE) if specials else None
-        self._pieces: dict[str, int] = {}
-        self._piece_ids: dict[str, bytes] = {}
-        self.dtype, self.key = id_dtype(tokenizer), tokenizer_key(tokenizer)
+        self._pieces: dict[str, bytes] = {}
+        #: Token ids packed as the window packs them (``TokenWindow.dtype``).
+        self._pack = array_packer(id_dtype(tokenizer))
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> BertWords | None:
@@ -176,9 +197,6 @@ class BertWords:
             return None
         return cls(tokenizer, bool(normalizer.get("lowercase", True)))
 
-    def pack(self, ids: list[int]) -> bytes:
-        return np.array(ids, dtype=self.dtype).tobytes()
-
     def _runs(self, word: str) -> Iterable[str]:
         """The pieces the pipeline's normalizer and pre-tokenizer cut ``word`` into."""
         if word.isalnum() and word.isascii():  # (one run of letters and digits: most words)
@@ -189,10 +207,10 @@ class BertWords:
         return [p for p, _ in self.pre_tokenizer.pre_tokenize_str(normalized)]
 
     def ids(self, words: list[str], known: dict[str, bytes]) -> list[str]:
-        """Put the packed token ids of ``words`` in ``known`` (as ``count`` counts them); those
-        holding a special token's text are returned, for the whole pipeline."""
+        """Put the packed token ids of ``words`` in ``known``; those holding a special token's
+        text are returned, for the whole pipeline."""
         rest = []
-        pieces, tokenize, pack = self._piece_ids, self.model.tokenize, self.pack
+        pieces, tokenize, pack = self._pieces, self.model.tokenize, self._pack
         if len(pieces) > CACHE_WORDS:
             pieces.clear()
         specials = self.specials
@@ -207,27 +225,6 @@ class BertWords:
                     ids = pieces[piece] = pack([t.id for t in tokenize(piece)])
                 parts.append(ids)
             known[word] = b"".join(parts)
-        return rest
-
-    def count(self, words: list[str], known: dict[str, int]) -> list[str]:
-        """Put the counts of ``words`` in ``known``; those holding a special token's text are
-        returned, for the whole pipeline."""
-        rest = []
-        pieces, tokenize = self._pieces, self.model.tokenize
-        if len(pieces) > CACHE_WORDS:
-            pieces.clear()
-        specials = self.specials
-        for word in words:
-            if specials and specials.search(word):
-                rest.append(word)
-                continue
-            total = 0
-            for piece in self._runs(word):
-                n = pieces.get(piece)
-                if n is None:
-                    n = pieces[piece] = len(tokenize(piece))
-                total += n
-            known[word] = total
         return rest
 
 
@@ -341,6 +338,7 @@ def load_window(model: str) -> TokenWindow:
     additive = splits_at_whitespace_first(tokenizer)
     return TokenWindow(
         tokenizer=tokenizer, budget=int(max_len) - specials, additive=additive,
+        dtype=id_dtype(tokenizer), ids_key=tokenizer_key(tokenizer) if additive else "",
         _bert=BertWords.of(tokenizer) if additive else None,
     )  # fmt: skip
 

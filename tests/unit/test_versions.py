@@ -471,6 +471,7 @@ def test_a_worker_takes_the_producers_token_ids_only_from_its_own_tokenizer(
 ) -> None:
     # Given a worker whose model takes the token ids of the producer's tokenizer, or another's
     window = pipeline.producer.window
+    pipeline.producer.ids_key = window.ids_key  # (as for workers on ONNX or OpenVINO, here or not)
     key = window.ids_key if tokenizer.startswith("its own") else "1-u2-0123456789abcdef"
     embedder = TokenIdsEmbedder(key, refuse=tokenizer.endswith("refused"))
     pipeline.runtime.embedder = embedder
