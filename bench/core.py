@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -23,8 +22,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import psutil
-
-from dropvec.producer.tokens import TokenWindow
 
 SEED = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "seed"
 
@@ -138,10 +135,7 @@ def end_to_end(
             time.sleep(0.5)
         producer = Producer.from_settings(settings)
         if not token_ids:
-            window = producer.window
-            producer.window = TextOnly(
-                **{f.name: getattr(window, f.name) for f in dataclasses.fields(window)}
-            )
+            producer.ids_key = ""  # (its chunks go without ids)
         pids = [s.proc.pid for s in services]
         start, cpu, own = time.perf_counter(), cpu_seconds(pids), time.process_time()
         report = producer.ingest(files, force=True)
@@ -153,17 +147,6 @@ def end_to_end(
     finally:
         for s in services:
             s.stop()
-
-
-class TextOnly(TokenWindow):
-    """A window that makes no token ids (``end_to_end``): it counts as its model's does."""
-
-    @property
-    def ids_key(self) -> str:
-        return ""
-
-    def token_ids(self, text: str) -> bytes | None:
-        return None
 
 
 def drop_collection(settings: Any, name: str | None = None) -> None:
