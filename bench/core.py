@@ -116,12 +116,9 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def end_to_end(
-    settings: Any, files: list[Path], workers: int, root: Path, first: int = 0, token_ids: bool = True
-) -> EndToEnd:
+def end_to_end(settings: Any, files: list[Path], workers: int, root: Path, first: int = 0) -> EndToEnd:
     """Enqueue ``files`` and wait until every chunk is written, with ``workers`` warm processes
-    (numbered from ``first``). ``token_ids`` False: the chunks go without their token ids, and the
-    workers tokenize their texts (as before the producer sent them)."""
+    (numbered from ``first``)."""
     from dropvec.producer.enqueue import Producer
     from dropvec.stack import start_workers
     from dropvec.status import live_workers
@@ -134,8 +131,6 @@ def end_to_end(
                 raise SystemExit("workers did not start; see " + str(root / "logs"))
             time.sleep(0.5)
         producer = Producer.from_settings(settings)
-        if not token_ids:
-            producer.ids_key = ""  # (its chunks go without ids)
         pids = [s.proc.pid for s in services]
         start, cpu, own = time.perf_counter(), cpu_seconds(pids), time.process_time()
         report = producer.ingest(files, force=True)

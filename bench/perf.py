@@ -12,8 +12,7 @@ Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, pe
 - the sentence-transformers int8 recipe's encode of the same chunks (``export_dynamic_quantized_
   onnx_model(model, "avx512_vnni")`` loaded by ``HuggingFaceEmbedding(backend="onnx")``);
 - dropvec end to end (``ingest`` to the last chunk written) with the default ``up`` layout and
-  with 1 worker process; ``dropvec-text``: the default layout with chunks sent without their
-  token ids, the workers tokenizing their texts (what the producer's ids save);
+  with 1 worker process;
 - LlamaIndex ``IngestionPipeline.arun`` (``SentenceSplitter`` + ``HuggingFaceEmbedding``, into
   ``MilvusVectorStore``) on torch and on that int8 recipe (the strongest configuration a skilled
   user would run), and the tutorial's ``VectorStoreIndex.from_documents(use_async=True)`` on
@@ -76,7 +75,7 @@ PEERS = {
     "pipeline-int8": "llamaindex IngestionPipeline.arun (ST int8 ONNX recipe)",
     "tutorial": "llamaindex VectorStoreIndex.from_documents(use_async) (torch)",
 }
-SYSTEMS = ("ceiling", "ceiling-1", "st-int8", "dropvec", "dropvec-text", "dropvec-1", *PEERS)
+SYSTEMS = ("ceiling", "ceiling-1", "st-int8", "dropvec", "dropvec-1", *PEERS)
 
 
 def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int = 0) -> dict[str, Any]:
@@ -246,14 +245,13 @@ def role_peer(settings: Any, files: list[Path], role: str, batch: int) -> dict[s
 
 
 def dropvec_end_to_end(
-    settings: Any, files: list[Path], workers: int, root: Path, label: str = "", token_ids: bool = True
+    settings: Any, files: list[Path], workers: int, root: Path, label: str = ""
 ) -> dict[str, Any]:
     """``ingest`` into a new collection (nothing reused from the run before) with ``workers`` warm
-    worker processes (``token_ids`` False: the workers tokenize the chunks' texts themselves)."""
+    worker processes."""
     drop_collection(settings)
-    run = end_to_end(settings, files, workers, root, first=10 * workers, token_ids=token_ids)
+    run = end_to_end(settings, files, workers, root, first=10 * workers)
     noun = "process" if workers == 1 else "processes"
-    label = label if token_ids else "workers tokenize the texts"
     return {
         "system": f"dropvec end to end, {workers} worker {noun}" + (f" ({label})" if label else ""),
         "chunks": run.chunks,
@@ -283,8 +281,6 @@ def throughput(
         measured.append(
             partial(dropvec_end_to_end, settings, files, default, root, label="default `up` layout")
         )
-    if "dropvec-text" in systems:
-        measured.append(partial(dropvec_end_to_end, settings, files, default, root, token_ids=False))
     if "dropvec-1" in systems and default != 1:
         measured.append(partial(dropvec_end_to_end, settings, files, 1, root))
     runs: list[list[dict[str, Any]]] = [[] for _ in measured]
@@ -321,7 +317,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["seconds"])
     row = dict(ordered[(len(ordered) - 1) // 2])
     row["runs_chunks_per_s"] = [round(r["chunks"] / r["seconds"], 1) for r in runs]
-    if all("workers_cpu_s" in r for r in runs):  # (CPU seconds a chunk, in ms: the drift moves them less)
+    if all("workers_cpu_s" in r for r in runs):  # (what the run cost its embedding processes)
         row["runs_cpu_ms_per_chunk"] = [round(1000 * r["workers_cpu_s"] / r["chunks"], 2) for r in runs]
         row["median_cpu_ms_per_chunk"] = statistics.median(row["runs_cpu_ms_per_chunk"])
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)

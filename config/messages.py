@@ -1,9 +1,7 @@
 """The task message contract: the only thing that crosses the queue.
 
 A task carries chunk text and metadata, never a path to read, so a worker needs no access to the
-producer's disk, and the token ids of each chunk's embedded text where the producer's tokenizer
-made them, so a worker of the same tokenizer does not tokenize it again. Messages travel as JSON
-(Celery's json serializer); pickle is never accepted.
+producer's disk. Messages travel as JSON (Celery's json serializer); pickle is never accepted.
 
 :func:`to_node` is the single place where a chunk becomes a llama-index node. The producer calls it
 to measure what will be embedded; the worker calls it to build what it embeds and stores. Both
@@ -12,7 +10,6 @@ therefore agree, token for token, on the text the model sees.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -34,9 +31,6 @@ MAX_CHUNKS_PER_TASK = 1024
 #: So that a chunk's UTF-8 always fits Milvus's VARCHAR limit (65,535 bytes) that its text is stored in.
 MAX_CHUNK_CHARS = 16_383
 MAX_TASK_TEXT_CHARS = 8 * 2**20
-#: A chunk's token ids in base64 at most: four bytes for each character of its text (a chunk
-#: with more is sent without them, and the worker tokenizes its text).
-MAX_TOKENS_CHARS = (MAX_CHUNK_CHARS * 4 + 2) // 3 * 4
 MAX_PATH_CHARS = 4096
 MAX_METADATA_ITEMS = 32
 #: Files in one task of several (``FilesTask``).
@@ -58,10 +52,6 @@ class Chunk(BaseModel):
     text: str = Field(max_length=MAX_CHUNK_CHARS)
     metadata: dict[Short, Short | int | float] = Field(default_factory=dict, max_length=MAX_METADATA_ITEMS)
     embed_keys: tuple[Short, ...] = Field((), description="Metadata keys embedded with the text")
-    tokens: str = Field(
-        "", max_length=MAX_TOKENS_CHARS,
-        description="The embedded text's token ids, base64 of the packed ids (see EmbedTask.tokenizer)",
-    )  # fmt: skip
 
 
 class EmbedTask(BaseModel):
@@ -76,10 +66,6 @@ class EmbedTask(BaseModel):
     file_path: Short
     task_index: int = Field(ge=0, description="Position of this task among its file's tasks")
     chunks: list[Chunk] = Field(min_length=1, max_length=MAX_CHUNKS_PER_TASK)
-    tokenizer: Short = Field(
-        "", description="The key (config.models.tokenizer_key) of the tokenizer that made the chunks' "
-        "token ids; a worker whose tokenizer has another key tokenizes their texts itself",
-    )  # fmt: skip
 
     @model_validator(mode="after")
     def _text_capped(self) -> EmbedTask:
@@ -122,17 +108,6 @@ class RemoveTask(BaseModel):
 LOCATION_KEYS = ("slide", "sheet", "chapter", "subject", "attachment", "cell", "symbol")
 #: Metadata an LLM is given with each source (``ask``): which file, and where in it.
 LLM_METADATA_KEYS = ("file_name", "title", "page_label", "header_path", *LOCATION_KEYS)
-
-
-def pack_tokens(ids: bytes | None) -> str:
-    """Packed token ids as ``Chunk.tokens`` holds them: "" for none, or for more than it may hold."""
-    text = base64.b64encode(ids).decode("ascii") if ids else ""
-    return text if len(text) <= MAX_TOKENS_CHARS else ""
-
-
-def unpack_tokens(tokens: str) -> bytes:
-    """The packed token ids of ``Chunk.tokens`` (ValueError if they are not base64)."""
-    return base64.b64decode(tokens, validate=True)
 
 
 def to_node(chunk: Chunk, doc_id: str, *, generation: int = 0, embed_hash: str = "") -> TextNode:

@@ -307,14 +307,6 @@ class Settings(BaseSettings):
             return "onnx"
         return "openvino" if cpu_has_amx() and importlib.util.find_spec("openvino") else "onnx-int8"
 
-    def takes_token_ids(self) -> bool:
-        """Whether the workers' backend runs on the producer's token ids (the ONNX and OpenVINO
-        ones do); torch, configured or brought by a GPU under ``auto``, does not, and the
-        producer then makes none. Decided without importing torch."""
-        if self.embed_backend != "auto":
-            return self.embed_backend != "torch"
-        return self.device == "cpu" or (self.device == "auto" and not gpu_driver_present())
-
     def worker_processes(self, requested: int | None = None) -> int:
         """The worker processes ``up`` starts: ``requested``, or else the layout measured fastest,
         one process per core (on 2 cores two single-threaded workers beat one of two threads:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from dropvec.config.ids import chunk_id, sha256_hex
-from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text, pack_tokens
+from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text
 
 #: Embedded metadata may take at most this share of the window; past it, it is not embedded.
 MAX_METADATA_SHARE = 8
@@ -54,11 +54,6 @@ class Tokens(Protocol):
 
     def split_to_fit(self, text: str, max_tokens: int) -> list[str]: ...
 
-    @property
-    def ids_key(self) -> str: ...
-
-    def token_ids(self, text: str) -> bytes | None: ...
-
 
 @dataclass(frozen=True)
 class Section:
@@ -83,7 +78,6 @@ def iter_chunks(
     chunk_overlap: int = 16,
     embed_keys: tuple[str, ...] = (),
     generation: int = 0,
-    token_ids: bool = True,
 ) -> Iterator[Chunk]:
     """Split ``sections`` into chunks none of which exceeds the model's window, lazily.
 
@@ -95,9 +89,6 @@ def iter_chunks(
     section's: ``title``, ``header_path``) is embedded with the text and counted against the
     window; where it would take more than 1/MAX_METADATA_SHARE of it, it is not embedded at all
     rather than shrinking every chunk to a sliver.
-
-    ``token_ids``: each chunk carries its embedded text's token ids where ``tokens`` makes them
-    (``Chunk.tokens``), so that the worker does not tokenize the text again.
     """
     budget = tokens.budget
     target = min(chunk_size or budget, budget)
@@ -116,19 +107,13 @@ def iter_chunks(
             known = None if header is None else header + used
             for text in _fit(piece, metadata, keys, tokens, budget, known):
                 content_hash = sha256_hex(text)
-                ids = tokens.token_ids(text) if token_ids and not keys else None
-                chunk = Chunk(
+                yield Chunk(
                     id=chunk_id(doc_id, generation, index, content_hash),
                     index=index,
                     text=text,
                     metadata={**metadata, "chunk_index": index, "content_hash": content_hash},
                     embed_keys=keys,
-                    tokens=pack_tokens(ids),
                 )
-                if token_ids and keys:  # (the embedded text: the metadata's and the text's)
-                    ids = tokens.token_ids(embedded_text(chunk))
-                    chunk = chunk.model_copy(update={"tokens": pack_tokens(ids)})
-                yield chunk
                 index += 1
 
 

@@ -97,8 +97,6 @@ class Producer:
         self.app = app
         self.state = state
         self.window = load_window(settings.embed_model_path)
-        #: The key of the token ids the chunks carry ("" for none: the workers' backend takes none).
-        self.ids_key = self.window.ids_key if settings.takes_token_ids() else ""
         self.ocr = Ocr(
             enabled=settings.ocr == "auto", page_seconds=settings.ocr_page_seconds,
             max_pages=settings.ocr_max_pages, languages=settings.ocr_languages,
@@ -273,7 +271,7 @@ class Producer:
                 _unchanged_since(path, before, base)
                 task = EmbedTask(
                     run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                    task_index=0, chunks=head, tokenizer=self.ids_key,
+                    task_index=0, chunks=head,
                 )  # fmt: skip
                 old = (doc_id_for(moved_from), moved_from) if moved_from else None
                 packed = Packed(task, sha, self.settings.model_key, tuple(replaces), old)
@@ -294,7 +292,7 @@ class Producer:
                                 self.state.forget_file(doc_id_for(moved_from), moved_from)
                         task = EmbedTask(
                             run_id=run_id, doc_id=doc_id, generation=generation, file_path=str(path),
-                            task_index=tasks, chunks=batch, tokenizer=self.ids_key,
+                            task_index=tasks, chunks=batch,
                         )  # fmt: skip
                         send(EMBED_TASK, task.model_dump(mode="json"))
                         if pack is not None:
@@ -330,17 +328,9 @@ class Producer:
         return FileOutcome(str(path), Outcome.QUEUED, reason=moved, chunks=chunks)
 
     def _chunks(
-        self,
-        sections: Iterable[Section],
-        path: Path,
-        doc_id: str,
-        generation: int,
-        before: Signature | None,
-        token_ids: bool = True,
+        self, sections: Iterable[Section], path: Path, doc_id: str, generation: int, before: Signature | None
     ) -> Iterator[Chunk]:
-        """The chunks of version ``generation`` of the file at ``path`` (read as ``sections``),
-        with their token ids where the workers take them, unless ``token_ids`` is False (chunks
-        that are only counted)."""
+        """The chunks of version ``generation`` of the file at ``path`` (read as ``sections``)."""
         return iter_chunks(
             sections,
             doc_id=doc_id,
@@ -350,7 +340,6 @@ class Producer:
             chunk_overlap=self.settings.chunk_overlap,
             embed_keys=self.settings.embed_metadata_keys,
             generation=generation,
-            token_ids=token_ids and bool(self.ids_key),
         )
 
     def version_of(self, path: Path, generation: int) -> StoredVersion:
@@ -363,7 +352,7 @@ class Producer:
         sha = self._hash(path, base)
         doc_id, ids, count = doc_id_for(str(path)), "", 0
         for batch in chunked(
-            self._chunks(read_sections(path, self.ocr), path, doc_id, generation, before, False), 1024
+            self._chunks(read_sections(path, self.ocr), path, doc_id, generation, before), 1024
         ):
             ids, count = ids_digest((c.id for c in batch), ids), count + len(batch)
         _unchanged_since(path, before, base)

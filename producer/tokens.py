@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,10 +17,11 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from dropvec.config.errors import ConfigError
-from dropvec.config.models import id_dtype, tokenizer_key, window_length
+from dropvec.config.models import window_length
 
-#: Words whose token ids a window keeps; past this the cache starts again (about 65 MB, and some
-#: more for the word pieces' cache: the public corpus's 1,367 files hold 212,000 distinct words).
+#: Words whose token counts a window keeps; past this the cache starts again (about 45 MB, and as
+#: much again at most for the word pieces' cache: the public corpus's 1,367 files hold 212,000
+#: distinct words).
 CACHE_WORDS = 500_000
 #: New words tokenized in one call, at most (joined at spaces).
 ENCODE_WORDS = 512
@@ -43,40 +42,21 @@ class TokenWindow:
 
     ``additive``: the tokenizer splits at whitespace before anything else (BERT's WordPiece, as in
     the bundled model and most sentence-transformers), so a text's tokens are its
-    whitespace-separated words' tokens. Such a window tokenizes each distinct word once and
-    remembers its token ids (packed as ``dtype``): a text is counted by dictionary look-ups, some
-    twenty times cheaper than tokenizing its words again, and its ids are its words' ids joined
-    (``token_ids``), which the workers then need not make again. Counts and ids are exact.
+    whitespace-separated words' tokens. Such a window counts a text word by word, each distinct
+    word tokenized once and its count remembered: text repeats its words, and a dictionary look-up
+    is some twenty times cheaper than tokenizing the word again. The counts are exact.
     """
 
     tokenizer: Tokenizer
     budget: int
     additive: bool = False
-    #: How token ids are packed (``config.models.id_dtype``), and the key of the tokenizer that
-    #: made them (``config.models.tokenizer_key``): "" where the window makes none (not additive).
-    dtype: str = "<u2"
-    ids_key: str = ""
-    #: Each word's token ids, packed (additive windows).
-    _words: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-    #: Tokenizes words without the whole tokenizer's pipeline (BERT's only).
+    _words: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    #: Counts words without the whole tokenizer's pipeline (BERT's only).
     _bert: BertWords | None = field(default=None, compare=False, repr=False)
-
-    def token_ids(self, text: str) -> bytes | None:
-        """The ids of ``text``'s tokens as the model's tokenizer makes them, special tokens left
-        out and nothing truncated, packed (``dtype``); None where this window makes none. Those
-        of a chunk's embedded text go with it, and the worker does not tokenize it again."""
-        if not self.ids_key:
-            return None
-        words = WORD.findall(text)
-        try:
-            return b"".join(map(self._words.__getitem__, words))
-        except KeyError:
-            self._learn(words)
-            return b"".join(map(self._words.__getitem__, words))
 
     def count(self, text: str) -> int:
         if self.additive:
-            return int(self._counts(WORD.findall(text)).sum())
+            return sum(self._counts(WORD.findall(text)))
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def measure(self, text: str) -> Measured:
@@ -94,40 +74,27 @@ class TokenWindow:
         parts = GAPS.split(text)  # word, gap, word, ..., word: the first and last may be ""
         ends = np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)))
         counts = self._counts(parts[::2])
-        return np.concatenate(([0], ends[1::2])), np.concatenate(([0], np.cumsum(counts)))
+        return np.concatenate(([0], ends[1::2])), np.cumsum([0, *counts])
 
-    def _counts(self, words: list[str]) -> np.ndarray:
-        """The token count of each of ``words`` (the length of its packed ids)."""
-        lengths = map(len, map(self._words.__getitem__, words))
-        try:
-            packed = np.fromiter(lengths, dtype=np.int64, count=len(words))
-        except KeyError:
-            self._learn(words)
-            packed = np.fromiter(
-                map(len, map(self._words.__getitem__, words)), dtype=np.int64, count=len(words)
-            )
-        return packed // np.dtype(self.dtype).itemsize
-
-    def _learn(self, words: list[str]) -> None:
-        """Tokenize those of ``words`` not known yet, and remember their ids."""
+    def _counts(self, words: list[str]) -> list[int]:
         known = self._words
         missing = list(set(words).difference(known))
-        if len(known) + len(missing) > CACHE_WORDS:
-            known.clear()
-            missing = list(set(words))
-        if self._bert is not None:
-            missing = self._bert.ids(missing, known)
-        # a few calls for the rest, each some hundreds of words joined at spaces (which an
-        # additive window splits at): each call into the tokenizer costs as much as a word, and
-        # one call's cost per word grows with its length (40 us a word at 60,000 words)
-        for first in range(0, len(missing), ENCODE_WORDS):
-            part = missing[first : first + ENCODE_WORDS]
-            starts = np.cumsum([0, *(len(w) + 1 for w in part)])
-            encoding = self.tokenizer.encode(" ".join(part), add_special_tokens=False)
-            tokens = np.array([start for start, _ in encoding.offsets], dtype=np.int64)
-            at = np.searchsorted(tokens, starts).tolist()
-            ids = np.array(encoding.ids, dtype=self.dtype)
-            known.update((w, ids[a:b].tobytes()) for w, a, b in zip(part, at, at[1:], strict=False))
+        if missing:
+            if len(known) + len(missing) > CACHE_WORDS:
+                known.clear()
+                missing = list(set(words))
+            if self._bert is not None:
+                missing = self._bert.count(missing, known)
+            # a few calls for all of them, each some hundreds of words joined at spaces (which an
+            # additive window splits at): each call into the tokenizer costs as much as a word,
+            # and one call's cost per word grows with its length (40 us a word at 60,000 words)
+            for first in range(0, len(missing), ENCODE_WORDS):
+                part = missing[first : first + ENCODE_WORDS]
+                starts = np.cumsum([0, *(len(w) + 1 for w in part)])
+                encoding = self.tokenizer.encode(" ".join(part), add_special_tokens=False)
+                tokens = np.array([start for start, _ in encoding.offsets], dtype=np.int64)
+                known.update(zip(part, np.diff(np.searchsorted(tokens, starts)).tolist(), strict=False))
+        return list(map(known.__getitem__, words))
 
     def split_to_fit(self, text: str, max_tokens: int) -> list[str]:
         """Cut ``text`` at token boundaries into pieces of at most ``max_tokens`` tokens."""
@@ -140,23 +107,8 @@ class TokenWindow:
         return [p for p in pieces if p.strip()]
 
 
-def array_packer(dtype: str) -> Callable[[list[int]], bytes]:
-    """Packs a word's few token ids as ``dtype`` (little-endian, two or four bytes an id): the
-    standard library's ``array`` does it in a third of numpy's time for so few."""
-    code = {2: "H", 4: "I"}[np.dtype(dtype).itemsize]
-    assert array(code).itemsize == np.dtype(dtype).itemsize
-
-    def pack(ids: list[int]) -> bytes:
-        packed = array(code, ids)
-        if sys.byteorder == "big":
-            packed.byteswap()
-        return packed.tobytes()
-
-    return pack
-
-
 class BertWords:
-    """Token counts and ids of words as BERT's tokenizer makes them, at a fraction of its cost: the
+    """Token counts of words as BERT's tokenizer makes them, at a fraction of its cost: the
     ``tokenizers`` pipeline spends most of its time on offsets and alignments that a count does
     not need (some 2.5 us a token; its WordPiece model alone, 0.5 us a word).
 
@@ -179,13 +131,11 @@ class BertWords:
         specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.content]
         #: A special token's text, in any case (one search a word, not one per special token).
         self.specials = re.compile("|".join(map(re.escape, specials)), re.IGNORECASE) if specials else None
-        self._pieces: dict[str, bytes] = {}
-        #: Token ids packed as the window packs them (``TokenWindow.dtype``).
-        self._pack = array_packer(id_dtype(tokenizer))
+        self._pieces: dict[str, int] = {}
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> BertWords | None:
-        """Counts and ids for ``tokenizer`` if it is BERT's pipeline (else None: it is used whole)."""
+        """Counts for ``tokenizer`` if it is BERT's pipeline (else None: it is used whole)."""
         state = json.loads(tokenizer.to_str())
         normalizer = state.get("normalizer") or {}
         model = state.get("model") or {}
@@ -197,34 +147,32 @@ class BertWords:
             return None
         return cls(tokenizer, bool(normalizer.get("lowercase", True)))
 
-    def _runs(self, word: str) -> Iterable[str]:
-        """The pieces the pipeline's normalizer and pre-tokenizer cut ``word`` into."""
-        if word.isalnum() and word.isascii():  # (one run of letters and digits: most words)
-            return (word.lower() if self.lowercase else word,)
-        if word.isascii() and word.isprintable():
-            return self.PIECES.findall(word.lower() if self.lowercase else word)
-        normalized = self.normalizer.normalize_str(word)
-        return [p for p, _ in self.pre_tokenizer.pre_tokenize_str(normalized)]
-
-    def ids(self, words: list[str], known: dict[str, bytes]) -> list[str]:
-        """Put the packed token ids of ``words`` in ``known``; those holding a special token's
-        text are returned, for the whole pipeline."""
+    def count(self, words: list[str], known: dict[str, int]) -> list[str]:
+        """Put the counts of ``words`` in ``known``; those holding a special token's text are
+        returned, for the whole pipeline."""
         rest = []
-        pieces, tokenize, pack = self._pieces, self.model.tokenize, self._pack
+        pieces, tokenize = self._pieces, self.model.tokenize
         if len(pieces) > CACHE_WORDS:
             pieces.clear()
-        specials = self.specials
+        specials, lowercase = self.specials, self.lowercase
         for word in words:
             if specials and specials.search(word):
                 rest.append(word)
                 continue
-            parts = []
-            for piece in self._runs(word):
-                ids = pieces.get(piece)
-                if ids is None:
-                    ids = pieces[piece] = pack([t.id for t in tokenize(piece)])
-                parts.append(ids)
-            known[word] = b"".join(parts)
+            if word.isalnum() and word.isascii():  # (one run of letters and digits: most words)
+                runs: Iterable[str] = (word.lower() if lowercase else word,)
+            elif word.isascii() and word.isprintable():
+                runs = self.PIECES.findall(word.lower() if lowercase else word)
+            else:
+                normalized = self.normalizer.normalize_str(word)
+                runs = [p for p, _ in self.pre_tokenizer.pre_tokenize_str(normalized)]
+            total = 0
+            for piece in runs:
+                n = pieces.get(piece)
+                if n is None:
+                    n = pieces[piece] = len(tokenize(piece))
+                total += n
+            known[word] = total
         return rest
 
 
@@ -338,7 +286,6 @@ def load_window(model: str) -> TokenWindow:
     additive = splits_at_whitespace_first(tokenizer)
     return TokenWindow(
         tokenizer=tokenizer, budget=int(max_len) - specials, additive=additive,
-        dtype=id_dtype(tokenizer), ids_key=tokenizer_key(tokenizer) if additive else "",
         _bert=BertWords.of(tokenizer) if additive else None,
     )  # fmt: skip
 

@@ -29,7 +29,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
 
 from dropvec.config.errors import ConfigError
-from dropvec.config.models import id_dtype, tokenizer_key, window_length
+from dropvec.config.models import window_length
 
 #: Compiled kernels the OpenVINO CPU plugin keeps, one per input shape (batch × tokens). OpenVINO's
 #: default, 5,000, lets a worker grow for hours: measured on batches of random shapes, RSS went
@@ -161,12 +161,9 @@ class GraphEmbedding(BaseEmbedding):
     #: Tokens one run of the graph holds at most (None: ``embed_batch_size`` texts, whatever
     #: their length).
     tokens_per_run: int | None = None
-    #: The key of the token ids this model takes as they are (``embed_token_ids``); "" for none.
-    ids_key: str = ""
     _tokenizer: Any = PrivateAttr()
     _pooling: str = PrivateAttr()
     _inputs: set[str] = PrivateAttr()
-    _frame: TokenFrame | None = PrivateAttr(None)
 
     def __init__(self, folder: Path, **kwargs: Any) -> None:
         super().__init__(model_name=str(folder), **kwargs)
@@ -174,9 +171,6 @@ class GraphEmbedding(BaseEmbedding):
         self.max_length = max_seq_length(folder)
         self._tokenizer = load_tokenizer(folder, self.max_length)
         self.dimension = int(_json(folder / "config.json").get("hidden_size") or 0)
-        truncation = _json(folder / "tokenizer_config.json").get("truncation_side", "right")
-        self._frame = TokenFrame.of(self._tokenizer, self.max_length, self.text_instruction, truncation)
-        self.ids_key = tokenizer_key(self._tokenizer) if self._frame is not None else ""
 
     def _run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's first output (token embeddings, batch × tokens × dimension)."""
@@ -189,36 +183,24 @@ class GraphEmbedding(BaseEmbedding):
         text a run is 1.6 times batches of 32 sorted by length, at a third of the memory), and an
         int8 graph's vector of a text then depends on no other text but those of its own length."""
         encodings = self._tokenizer.encode_batch([t.strip() for t in texts])  # as sentence-transformers
-        return self._embed_rows([(e.ids, e.type_ids) for e in encodings])
-
-    def embed_token_ids(self, packed: list[bytes]) -> list[list[float]]:
-        """The vectors of texts given as the producer's token ids (``producer.tokens``), packed
-        as ``ids_key`` says: those of ``_embed`` for the same texts, without tokenizing them.
-        ValueError if this model takes no ids or an id is not in its vocabulary."""
-        if self._frame is None:
-            raise ValueError("this model takes no token ids")
-        return self._embed_rows([self._frame.row(ids) for ids in packed])
-
-    def _embed_rows(self, rows: list[tuple[Any, Any]]) -> list[list[float]]:
-        """Vectors of inputs given as (token ids, token type ids), specials included."""
         by_length: dict[int, list[int]] = {}
-        for i, (ids, _) in enumerate(rows):
-            by_length.setdefault(len(ids), []).append(i)
-        out: list[list[float]] = [[] for _ in rows]
+        for i, encoding in enumerate(encodings):
+            by_length.setdefault(len(encoding.ids), []).append(i)
+        out: list[list[float]] = [[] for _ in texts]
         for length, same in by_length.items():
             size = run_size(length, self.tokens_per_run, self.embed_batch_size)
             for start in range(0, len(same), size):
                 batch = same[start : start + size]
-                for i, vector in zip(batch, self._encode([rows[i] for i in batch]), strict=True):
+                for i, vector in zip(batch, self._encode([encodings[i] for i in batch]), strict=True):
                     out[i] = vector.tolist()
         return out
 
-    def _encode(self, rows: list[tuple[Any, Any]]) -> np.ndarray:
-        """Pooled, normalised vectors of inputs of one length."""
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
+    def _encode(self, encodings: list[Any]) -> np.ndarray:
+        """Pooled, normalised vectors of encodings of one length."""
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}  # (one length: no padding)
         if "token_type_ids" in self._inputs:
-            feed["token_type_ids"] = np.array([r[1] for r in rows], dtype=np.int64)
+            feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         tokens = self._run({k: v for k, v in feed.items() if k in self._inputs})
         if self._pooling == "cls":
             pooled = tokens[:, 0]
@@ -246,61 +228,6 @@ class GraphEmbedding(BaseEmbedding):
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
         return self._get_text_embedding(text)
-
-
-class TokenFrame:
-    """What the tokenizer adds around a text's own token ids: the text instruction's ids before
-    them, truncation at the window, and its special tokens (``[CLS]`` and ``[SEP]`` for BERT).
-    Found by tokenizing a probe with and without the special tokens; checked on another."""
-
-    PROBES = ("a", "Otters hold hands, (mostly) while they sleep: 3.14 times.")
-
-    def __init__(self, tokenizer: Any, max_length: int, instruction: str | None, truncation: str) -> None:
-        bare = tokenizer.encode(self.PROBES[0], add_special_tokens=False).ids
-        full = tokenizer.encode(self.PROBES[0])
-        n = len(bare)
-        at = next((i for i in range(len(full.ids) - n + 1) if full.ids[i : i + n] == bare), None)
-        if not n or at is None:
-            raise ValueError("the probe's ids are not found among its ids with special tokens")
-
-        def ints(values: Any) -> np.ndarray:
-            return np.array(values, dtype=np.int64)
-
-        self.prefix, self.suffix = ints(full.ids[:at]), ints(full.ids[at + n :])
-        self.types = (ints(full.type_ids[:at]), ints(full.type_ids[at]), ints(full.type_ids[at + n :]))
-        words = tokenizer.encode(instruction, add_special_tokens=False).ids if instruction else []
-        self.instruction = ints(words)
-        self.room = max_length - len(self.prefix) - len(self.suffix)
-        self.left = truncation == "left"
-        self.dtype = np.dtype(id_dtype(tokenizer))
-        self.vocab = tokenizer.get_vocab_size(with_added_tokens=True)
-        probe = tokenizer.encode(self.PROBES[1], add_special_tokens=False).ids
-        made = self.row(np.array(probe, dtype=self.dtype).tobytes())
-        want = tokenizer.encode(f"{instruction or ''} {self.PROBES[1]}".strip())
-        if (made[0].tolist(), made[1].tolist()) != (want.ids, want.type_ids):
-            raise ValueError("the probe's ids framed differ from the tokenizer's")
-
-    @classmethod
-    def of(
-        cls, tokenizer: Any, max_length: int, instruction: str | None, truncation: str
-    ) -> TokenFrame | None:
-        """The frame of ``tokenizer``, or None where the probes do not show one."""
-        try:
-            return cls(tokenizer, max_length, instruction, truncation)
-        except ValueError:
-            return None
-
-    def row(self, packed: bytes) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and token type ids of the text whose own ids are ``packed``."""
-        own = np.frombuffer(packed, dtype=self.dtype)
-        if own.size and int(own.max()) >= self.vocab:
-            raise ValueError(f"token id {int(own.max())} is not in the vocabulary ({self.vocab})")
-        body = np.concatenate((self.instruction, own))  # (int64, as the model takes them)
-        if len(body) > self.room:
-            body = body[len(body) - self.room :] if self.left else body[: self.room]
-        before, each, after = self.types
-        types = np.concatenate((before, np.broadcast_to(each, len(body)), after))
-        return np.concatenate((self.prefix, body, self.suffix)), types
 
 
 def ort_session(path: Path, threads: int, optimized_to: Path | None = None) -> Any:

@@ -13,7 +13,7 @@ from llama_index.core.schema import BaseNode
 
 from dropvec.config.bm25 import TermCounts, counted
 from dropvec.config.errors import MilvusUnavailable, ServiceUnavailable, mapping
-from dropvec.config.messages import EmbedTask, RemoveTask, embed_hash, embedded_text, to_node, unpack_tokens
+from dropvec.config.messages import EmbedTask, RemoveTask, embed_hash, embedded_text, to_node
 from dropvec.config.records import FileRecord, FileStatus, TaskCount, retired
 from dropvec.config.settings import Settings
 from dropvec.ledger.metrics import WorkerMetrics
@@ -151,7 +151,6 @@ class WorkerRuntime:
         vectors = self.loop.run(self.writer.stored_vectors(known), WRITE_TIMEOUT_SECONDS) if known else {}
         todo = {h: text for ts, hs in zip(texts, hashes, strict=True) for h, text in zip(hs, ts, strict=True)}
         todo = {h: text for h, text in todo.items() if h not in vectors}
-        packed = self._token_ids(live, hashes, todo)
         pending = []
         embed_seconds, write_seconds_before = 0.0, self.write_seconds
 
@@ -179,7 +178,7 @@ class WorkerRuntime:
             batches[-1:] = [batches[-1][:-EMBED_LAST], batches[-1][-EMBED_LAST:]]
         for n, batch in enumerate(batches, 1):
             began = time.perf_counter()
-            embedded = self._embed(batch, todo, packed)
+            embedded = self.embedder.get_text_embedding_batch([todo[h] for h in batch])
             self.metrics.embed_seconds.observe(seconds := time.perf_counter() - began)
             embed_seconds += seconds
             vectors.update(zip(batch, embedded, strict=True))
@@ -197,40 +196,6 @@ class WorkerRuntime:
         self._count_terms()  # (rows of replaced tasks deleted)
         self.state.counters.count(work)
         return kept
-
-    def _token_ids(
-        self, tasks: Sequence[EmbedTask], hashes: list[list[str]], todo: dict[str, str]
-    ) -> dict[str, bytes]:
-        """The producer's token ids of the chunks to embed, by embed hash, where this worker's
-        model takes them (the tasks' tokenizer key is its own): those texts are not tokenized
-        again. A chunk without them, or whose ids do not decode, is tokenized from its text."""
-        key = getattr(self.embedder, "ids_key", "")
-        found: dict[str, bytes] = {}
-        for task, hs in zip(tasks, hashes, strict=True):
-            if not key or task.tokenizer != key:
-                continue
-            for chunk, h in zip(task.chunks, hs, strict=True):
-                if chunk.tokens and h in todo:
-                    with contextlib.suppress(ValueError):
-                        found[h] = unpack_tokens(chunk.tokens)
-        return found
-
-    def _embed(self, batch: list[str], texts: dict[str, str], packed: dict[str, bytes]) -> list[list[float]]:
-        """Vectors of the batch of embed hashes ``batch``: from the token ids in ``packed``, or
-        from the texts. Ids the model refuses (not in its vocabulary) are left for the texts."""
-        vectors: dict[str, list[float]] = {}
-        given = [h for h in batch if h in packed]
-        if given:
-            try:
-                embedded = self.embedder.embed_token_ids([packed[h] for h in given])  # type: ignore[attr-defined]
-                vectors.update(zip(given, embedded, strict=True))
-            except ValueError as exc:
-                log.warning("token ids refused (%s): the texts are tokenized instead", exc)
-        rest = [h for h in batch if h not in vectors]
-        if rest:
-            embedded = self.embedder.get_text_embedding_batch([texts[h] for h in rest])
-            vectors.update(zip(rest, embedded, strict=True))
-        return [vectors[h] for h in batch]
 
     def _count_terms(self) -> None:
         """The BM25 statistics of the collection get what the rows written and removed changed;

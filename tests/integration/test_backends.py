@@ -46,42 +46,6 @@ def test_a_texts_vector_does_not_depend_on_the_texts_beside_it(backend: str) -> 
     assert together.shape == (4, 384)
 
 
-@pytest.mark.parametrize("backend", ["onnx-int8", "openvino"])
-def test_a_texts_vector_from_the_producers_token_ids_is_the_one_from_its_text(backend: str) -> None:
-    # Given the producer's token ids of texts of every kind: short, past the window (truncated),
-    # with accents, CJK and a special token's text
-    from dropvec.producer.tokens import load_window
-    from dropvec.workers.embed import export_onnx, load_embedder
-    from dropvec.workers.encoder import OnnxRuntimeEmbedding
-
-    settings = Settings(_env_file=None, log_level="WARNING", embed_backend=backend)  # type: ignore[call-arg]
-    window = load_window(settings.embed_model_path)
-    model = load_embedder(settings)
-    essay = SEED.joinpath("paul_graham_essay.txt").read_text()[:900]
-    texts = [
-        "Otters.",
-        "Sea otters hold hands.",
-        "word " * 400,
-        "Ünïcödé 漢字 [CLS] a.b@c.org 3.14159",
-        essay,
-    ]
-    packed = [window.token_ids(t) or b"" for t in texts]
-    # Then the worker's model takes them (the producer's tokenizer is its own) and gives the
-    # vectors of the texts, exactly
-    assert model.ids_key == window.ids_key != ""
-    np.testing.assert_array_equal(model.embed_token_ids(packed), model.get_text_embedding_batch(texts))
-    # And so with a text instruction before each text (BGE's kind), which the worker adds itself
-    folder = export_onnx(settings)
-    instructed = OnnxRuntimeEmbedding(folder, "onnx/model_qint8.onnx", 1, text_instruction="passage:")
-    assert instructed.ids_key == window.ids_key
-    np.testing.assert_array_equal(
-        instructed.embed_token_ids(packed), instructed.get_text_embedding_batch(texts)
-    )
-    # And an id past the vocabulary is refused, not run
-    with pytest.raises(ValueError, match="vocabulary"):
-        model.embed_token_ids([np.array([101, 65535], dtype=np.uint16).tobytes()])
-
-
 def test_onnx_runtime_runs_texts_of_one_length_only_as_many_as_its_token_budget_holds(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -6,12 +6,11 @@ import dataclasses
 import itertools
 import random
 
-import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from dropvec.config.ids import chunk_id, doc_id_for
-from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text, unpack_tokens
+from dropvec.config.messages import MAX_CHUNK_CHARS, Chunk, embedded_text
 from dropvec.config.settings import Settings
 from dropvec.producer.chunk import Section, iter_chunks
 from dropvec.producer.pack import tasks_of
@@ -244,7 +243,7 @@ def test_word_by_word_counts_are_the_tokenizers_own(
         assert fresh.count(text) == len(window.tokenizer.encode(text, add_special_tokens=False).ids), text
 
 
-def test_words_are_tokenized_as_the_whole_pipeline_tokenizes_them(window: TokenWindow) -> None:
+def test_words_are_counted_as_the_whole_pipeline_counts_them(window: TokenWindow) -> None:
     # Given words of every shape: numbers, identifiers, URLs, punctuation runs, special tokens'
     # texts in any case, words longer than WordPiece's 100 characters, and words of any script,
     # with accents (composed and combining), CJK, emoji, control and zero-width characters and
@@ -267,75 +266,13 @@ def test_words_are_tokenized_as_the_whole_pipeline_tokenizes_them(window: TokenW
     words += rng.sample(ESSAY.read_text().split(), 1_000)
     words = [w for w in words if w and not any(c in w for c in " \t\n\r")]  # (words: cut at these)
     # When they are counted without the whole pipeline (those it leaves are the pipeline's)
-    known: dict[str, bytes] = {}
-    left = BertWords.of(window.tokenizer).ids(words, known)  # type: ignore[union-attr]
-    # Then every word's ids are the pipeline's, and only words with a special token's text are left
-    for word, ids in known.items():
-        assert ids_of(ids) == window.tokenizer.encode(word, add_special_tokens=False).ids, repr(word)
+    known: dict[str, int] = {}
+    left = BertWords.of(window.tokenizer).count(words, known)  # type: ignore[union-attr]
+    # Then every count is the pipeline's, and only words with a special token's text are left
+    for word, n in known.items():
+        assert n == len(window.tokenizer.encode(word, add_special_tokens=False).ids), repr(word)
     assert set(left) == {"[CLS]", "x[SEP]y", "[mask]", "[Pad]!", "中[CLS]文"}
     assert len(known) > 7_000
-
-
-def ids_of(packed: str | bytes | None) -> list[int]:
-    """Token ids as a chunk carries them (``Chunk.tokens``) or ``token_ids`` makes them."""
-    raw = unpack_tokens(packed) if isinstance(packed, str) else packed
-    assert raw is not None
-    return np.frombuffer(raw, dtype=np.uint16).tolist()
-
-
-@pytest.mark.parametrize("cache_words", [200_000, 3])
-def test_token_ids_are_the_tokenizers_own(
-    window: TokenWindow, cache_words: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given texts of every kind of word (special tokens' texts too), with a word cache large and
-    # one that keeps restarting
-    import dropvec.producer.tokens as tokens
-
-    monkeypatch.setattr(tokens, "CACHE_WORDS", cache_words)
-    fresh = dataclasses.replace(window, _words={})
-    rng = random.Random(2)
-    words = (MIXED + " [CLS] x[SEP]y [mask] " + ESSAY.read_text()[:5_000]).split(" ")
-    for _ in range(200):
-        lines = (" ".join(rng.sample(words, rng.randrange(1, 60))) for _ in range(rng.randrange(1, 4)))
-        text = "\n".join(lines)
-        # Then the ids are the tokenizer's for the whole text, without its special tokens
-        assert ids_of(fresh.token_ids(text)) == window.tokenizer.encode(text, add_special_tokens=False).ids, (
-            text
-        )
-
-
-def test_each_chunk_carries_the_token_ids_of_its_embedded_text(window: TokenWindow) -> None:
-    # Given a file's chunks, with metadata embedded and without
-    sections = [Section(ESSAY.read_text()[:8_000], {"title": "Essay"})]
-    for keys in [(), ("title", "file_name")]:
-        chunks = list(iter_chunks(sections, doc_id="d", file_metadata={"file_name": "e.md"}, tokens=window,
-                                  chunk_size=128, embed_keys=keys))  # fmt: skip
-        # Then each carries its embedded text's ids (what the worker would tokenize)
-        assert len(chunks) > 5
-        for c in chunks:
-            assert ids_of(c.tokens) == window.tokenizer.encode(embedded_text(c), add_special_tokens=False).ids
-    # And none where they are not asked for
-    bare = iter_chunks(sections, doc_id="d", file_metadata={}, tokens=window, token_ids=False)
-    assert {c.tokens for c in bare} == {""}
-
-
-def test_a_window_that_splits_at_whitespace_first_makes_the_ids_of_its_pipeline_and_no_other() -> None:
-    # Given a tokenizer other than BERT's that splits at whitespace first, and one that does not
-    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "otters": 1, "float": 2, ",": 3}, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
-    assert splits_at_whitespace_first(tokenizer)
-    additive = TokenWindow(tokenizer=tokenizer, budget=16, additive=True, ids_key="k")
-    text = "otters, float otters\nsink"
-    # Then the first's ids are its whole pipeline's
-    assert ids_of(additive.token_ids(text)) == tokenizer.encode(text).ids == [1, 3, 2, 1, 0]
-    assert additive.count(text) == 5
-    # And the other makes none: its chunks go without, and the workers tokenize their texts
-    other = TokenWindow(tokenizer=tokenizer, budget=16, additive=False)
-    assert (other.ids_key, other.token_ids(text)) == ("", None)
-    chunks = iter_chunks([Section(text)], doc_id="d", file_metadata={}, tokens=other)
-    assert [c.tokens for c in chunks] == [""]
 
 
 def test_only_berts_pipeline_is_counted_without_it() -> None:

@@ -13,7 +13,6 @@ from dropvec.config.messages import (
     MAX_CHUNKS_PER_TASK,
     MAX_METADATA_ITEMS,
     MAX_PATH_CHARS,
-    MAX_TOKENS_CHARS,
     Chunk,
     EmbedTask,
     to_node,
@@ -65,21 +64,6 @@ def test_messages_past_the_caps_are_refused() -> None:
     many = {f"k{i}": i for i in range(MAX_METADATA_ITEMS + 1)}
     with pytest.raises(ValidationError):
         EmbedTask.model_validate({**data, "chunks": [{**chunk, "metadata": many}]})
-    with pytest.raises(ValidationError):
-        EmbedTask.model_validate(
-            {**data, "chunks": [{**chunk, "tokens": "AAAA" * (MAX_TOKENS_CHARS // 4 + 1)}]}
-        )
-
-
-def test_token_ids_travel_in_base64_and_those_past_the_cap_do_not_travel() -> None:
-    from dropvec.config.messages import pack_tokens, unpack_tokens
-
-    ids = bytes(range(256)) * 2
-    assert unpack_tokens(pack_tokens(ids)) == ids
-    assert pack_tokens(None) == pack_tokens(b"") == ""
-    assert pack_tokens(b"\0" * (MAX_TOKENS_CHARS // 4 * 3 + 3)) == ""  # (the worker tokenizes the text)
-    with pytest.raises(ValueError):
-        unpack_tokens("not base64!")
 
 
 def test_an_llm_is_told_where_each_source_is_and_nothing_internal() -> None:

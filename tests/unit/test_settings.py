@@ -81,18 +81,3 @@ def test_the_tokenizer_gets_every_core_only_beside_a_gpu(
     monkeypatch.setattr("dropvec.config.settings.gpu_driver_present", lambda: driver)
     Settings(device=device).prepare_environment()
     assert os.environ["TOKENIZERS_PARALLELISM"] == expected
-
-
-@pytest.mark.parametrize(
-    ("backend", "device", "driver", "expected"),
-    [("auto", "auto", False, True), ("auto", "auto", True, False), ("auto", "cpu", True, True),
-     ("auto", "cuda", False, False), ("onnx-int8", "auto", True, True), ("openvino", "cpu", False, True),
-     ("torch", "cpu", False, False)],
-)  # fmt: skip
-def test_the_producer_makes_token_ids_only_for_a_backend_that_takes_them(
-    monkeypatch: pytest.MonkeyPatch, backend: str, device: str, driver: bool, expected: bool
-) -> None:
-    """The graph backends run on the producer's ids; torch (configured, or a GPU's under auto)
-    tokenizes itself, and the producer spares the work and the bytes."""
-    monkeypatch.setattr("dropvec.config.settings.gpu_driver_present", lambda: driver)
-    assert Settings(_env_file=None, embed_backend=backend, device=device).takes_token_ids() is expected  # type: ignore[call-arg]

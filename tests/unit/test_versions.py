@@ -7,7 +7,6 @@ After every step the store must hold exactly the chunks of the files on disk, on
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import threading
 from collections import Counter
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from dropvec.config.bm25 import counted
@@ -447,47 +445,3 @@ def test_a_pack_never_holds_more_text_than_a_message_may(pipeline: Pipeline) -> 
     sent = pipeline.queue.take()
     assert [name for name, _ in sent] == [EMBED_FILES_TASK, EMBED_TASK]
     assert sum(len(c["text"]) for p in sent[0][1]["parts"] for c in p["chunks"]) <= MAX_TASK_TEXT_CHARS
-
-
-class TokenIdsEmbedder(FakeEmbedder):
-    """A model that takes the token ids of one tokenizer (``ids_key``), as the graph backends
-    do; ``refuse``: it refuses them all (ids not in its vocabulary)."""
-
-    def __init__(self, ids_key: str, refuse: bool = False) -> None:
-        super().__init__()
-        self.ids_key, self.refuse = ids_key, refuse
-        self.from_ids: list[bytes] = []
-
-    def embed_token_ids(self, packed: list[bytes]) -> list[list[float]]:
-        if self.refuse:
-            raise ValueError("token id 65535 is not in the vocabulary (30522)")
-        self.from_ids += packed
-        return [[b / 255 for b in hashlib.sha256(p).digest()[: self.dim]] for p in packed]
-
-
-@pytest.mark.parametrize("tokenizer", ["its own", "another", "its own, ids refused"])
-def test_a_worker_takes_the_producers_token_ids_only_from_its_own_tokenizer(
-    pipeline: Pipeline, tokenizer: str
-) -> None:
-    # Given a worker whose model takes the token ids of the producer's tokenizer, or another's
-    window = pipeline.producer.window
-    pipeline.producer.ids_key = window.ids_key  # (as for workers on ONNX or OpenVINO, here or not)
-    key = window.ids_key if tokenizer.startswith("its own") else "1-u2-0123456789abcdef"
-    embedder = TokenIdsEmbedder(key, refuse=tokenizer.endswith("refused"))
-    pipeline.runtime.embedder = embedder
-    # When a long file and small ones (sent together) are synced
-    (pipeline.inbox / "long.txt").write_text(text("long"))
-    for i in range(5):
-        (pipeline.inbox / f"note-{i}.txt").write_text(small(f"note {i}"))
-    pipeline.sync()
-    # Then every file is indexed, and each chunk was embedded once: from the ids its producer
-    # made where the tokenizer is the model's own (the very ids the tokenizer gives its text),
-    # else from its text
-    pipeline.assert_in_sync()
-    texts = sorted(r.text for r in pipeline.store.rows.values())
-    if tokenizer == "its own":
-        assert embedder.embedded == []
-        made = sorted(np.frombuffer(ids, dtype=np.uint16).tolist() for ids in embedder.from_ids)
-        assert made == sorted(window.tokenizer.encode(t, add_special_tokens=False).ids for t in texts)
-    else:
-        assert (embedder.from_ids, sorted(embedder.embedded)) == ([], texts)
