@@ -141,7 +141,7 @@ def ceiling_in_layout(settings: Any, files: list[Path], processes: int) -> dict[
         "chunks": sum(s["chunks"] for s in shares),
         "seconds": max(s["end"] for s in shares) - min(s["start"] for s in shares),
         "peak_rss_mb": round(max(s["peak_rss_mb"] for s in shares)),
-        "workers_cpu_s": round(sum(s["cpu_s"] for s in shares), 2),
+        "embed_cpu_s": round(sum(s["cpu_s"] for s in shares), 2),
     }
 
 
@@ -257,7 +257,7 @@ def dropvec_end_to_end(
         "chunks": run.chunks,
         "seconds": run.seconds,
         "peak_rss_mb": round(run.peak_mb),  # one worker process's
-        "workers_cpu_s": round(run.workers_cpu_s, 2),
+        "embed_cpu_s": round(run.workers_cpu_s, 2),  # (its workers')
         "producer_cpu_s": round(run.producer_cpu_s, 2),
         "producer_peak_rss_mb": round(psutil.Process().memory_info().rss / 2**20),
     }
@@ -317,8 +317,8 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda r: r["seconds"])
     row = dict(ordered[(len(ordered) - 1) // 2])
     row["runs_chunks_per_s"] = [round(r["chunks"] / r["seconds"], 1) for r in runs]
-    if all("workers_cpu_s" in r for r in runs):  # (what the run cost its embedding processes)
-        row["runs_cpu_ms_per_chunk"] = [round(1000 * r["workers_cpu_s"] / r["chunks"], 2) for r in runs]
+    if all("embed_cpu_s" in r for r in runs):  # (what the run cost its embedding processes)
+        row["runs_cpu_ms_per_chunk"] = [round(1000 * r["embed_cpu_s"] / r["chunks"], 2) for r in runs]
         row["median_cpu_ms_per_chunk"] = statistics.median(row["runs_cpu_ms_per_chunk"])
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return row
