@@ -244,6 +244,7 @@ def up(
     from dropvec.stack import describe, running
 
     settings, stop = _settings(inbox=inbox), threading.Event()
+    _make_inbox(settings)
     try:
         with running(settings, workers, stop, on_stopping=lambda: render.out.print("stopping…")):
             web = _web(settings)
@@ -277,8 +278,19 @@ def watch(
 ) -> None:
     """The producer alone: reconcile a folder, then keep it in sync until Ctrl-C (workers elsewhere)."""
     settings, stop = _settings(inbox=folder), threading.Event()
+    _make_inbox(settings)
     with stopping_on_signals(stop), suppress(KeyboardInterrupt):
         _watch(settings, stop, f"watching {settings.inbox}. Ctrl-C to stop.")
+
+
+def _make_inbox(settings: Settings) -> None:
+    """The inbox made before anything starts, so that it is a folder when ``up`` prints its URL;
+    a file (or anything else) in its place ends the command in one line."""
+    try:
+        settings.inbox.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is not a folder" if settings.inbox.exists() else exc.strerror
+        raise DropvecError(f"cannot use {settings.inbox} as the inbox: {why}") from exc
 
 
 def _watch(settings: Settings, stop: threading.Event, ready: str) -> None:

@@ -30,9 +30,22 @@ def start_up(cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[byte
             [sys.executable, "-m", "dropvec", "up", "--workers", "1"], cwd=cwd, env=env,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
-    started = lambda: b"dropvec is up" in log.read_bytes()[offset:] or proc.poll() is not None  # noqa: E731
-    wait_for(started, 300, "dropvec up")
-    assert proc.poll() is None, log.read_text()
+    early: list[str] = []
+
+    def started() -> bool:
+        text = log.read_bytes()[offset:]
+        if b"web page and API" in text and not Path(cwd, env.get("DROPVEC_INBOX", "inbox")).is_dir():
+            early.append("the web page's URL was printed before the inbox was a folder")
+        return b"dropvec is up" in text or proc.poll() is not None
+
+    try:
+        wait_for(started, 300, "dropvec up", interval=0.05)
+        assert proc.poll() is None, log.read_text()
+        assert not early, early[0]
+    except BaseException:
+        if proc.poll() is None:
+            stop_up(proc)
+        raise
     return proc
 
 
@@ -56,11 +69,41 @@ def status(cwd: Path, env: dict[str, str]) -> dict:
 SECRET = "s3cret-Pa55word"
 
 
+def test_up_and_watch_refuse_an_inbox_that_is_a_file_in_one_line_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    # Given a file where the inbox should be
+    (tmp_path / "inbox").write_text("not a folder")
+    redis_port = free_port()
+    env = {**os.environ, "DROPVEC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "DROPVEC_MILVUS_URI": f"http://127.0.0.1:{free_port()}", "COLUMNS": "500"}  # fmt: skip
+    for command in (["up", "--workers", "1"], ["watch"]):
+        # When dropvec is asked to watch it
+        result = subprocess.run([sys.executable, "-m", "dropvec", *command], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        # Then it says why in one line, and starts no server
+        assert result.returncode == 2, result.stderr
+        why = f"error: cannot use {tmp_path / 'inbox'} as the inbox: it is not a folder"
+        assert result.stderr.strip() == why
+        assert not (tmp_path / ".dropvec" / "redis").exists()
+        assert free_port_is(redis_port)
+    assert (tmp_path / "inbox").read_text() == "not a folder"
+
+
+def free_port_is(port: int) -> bool:
+    """Nothing listens on ``port`` of 127.0.0.1."""
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def test_up_ingests_the_inbox_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
     # Given a fresh folder, nothing listening on the configured ports, and a Redis password
     redis_url = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
     milvus_uri = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "DROPVEC_REDIS_URL": redis_url, "DROPVEC_MILVUS_URI": milvus_uri}
+    env = {**os.environ, "DROPVEC_REDIS_URL": redis_url, "DROPVEC_MILVUS_URI": milvus_uri,
+           "DROPVEC_SERVE_PORT": str(free_port())}  # fmt: skip
     log = tmp_path / "up.log"
     proc = start_up(tmp_path, env, log)
     try:
