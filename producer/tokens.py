@@ -78,6 +78,10 @@ class TokenWindow:
 
     def _counts(self, words: list[str]) -> list[int]:
         known = self._words
+        try:  # (most texts hold no word new to the window)
+            return list(map(known.__getitem__, words))
+        except KeyError:
+            pass
         missing = list(set(words).difference(known))
         if missing:
             if len(known) + len(missing) > CACHE_WORDS:
