@@ -57,8 +57,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.core import (
     SEED,
     chunk_texts,
@@ -259,7 +257,7 @@ def dropvec_end_to_end(
         "peak_rss_mb": round(run.peak_mb),  # one worker process's
         "embed_cpu_s": round(run.workers_cpu_s, 2),  # (its workers')
         "producer_cpu_s": round(run.producer_cpu_s, 2),
-        "producer_peak_rss_mb": round(psutil.Process().memory_info().rss / 2**20),
+        "producer_peak_rss_mb": round(high_water_mb()),  # (this process: the producer and the harness)
     }
 
 
