@@ -84,7 +84,7 @@ def graph_embedder(settings: Settings, backend: str, threads: int) -> GraphEmbed
         # by the configured name: the exported copy's path would lose the model's instructions
         **instructions(settings.embed_model_path),
     )  # fmt: skip
-    log.info("loaded %s (%s) on cpu with %d threads", settings.embed_model, backend, threads)
+    log.info("loaded %s (%s) on cpu with %d thread(s)", settings.embed_model, backend, threads)
     return model
 
 
@@ -104,7 +104,7 @@ def torch_embedder(settings: Settings, device: str, threads: int) -> BaseEmbeddi
         normalize=True,
         **options,
     )
-    log.info("loaded %s (torch) on %s with %d threads", settings.embed_model, device, threads)
+    log.info("loaded %s (torch) on %s with %d thread(s)", settings.embed_model, device, threads)
     return model
 
 
