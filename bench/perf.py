@@ -317,7 +317,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     row["runs_chunks_per_s"] = [round(r["chunks"] / r["seconds"], 1) for r in runs]
     if all("embed_cpu_s" in r for r in runs):  # (what the run cost its embedding processes)
         row["runs_cpu_ms_per_chunk"] = [round(1000 * r["embed_cpu_s"] / r["chunks"], 2) for r in runs]
-        row["median_cpu_ms_per_chunk"] = statistics.median(row["runs_cpu_ms_per_chunk"])
+        row["median_cpu_ms_per_chunk"] = round(statistics.median(row["runs_cpu_ms_per_chunk"]), 2)
     row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return row
 

@@ -289,7 +289,12 @@ def _make_inbox(settings: Settings) -> None:
     try:
         settings.inbox.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        why = "it is not a folder" if settings.inbox.exists() else exc.strerror
+        inbox = settings.inbox
+        why = (
+            "it is not a folder" if inbox.exists()
+            else "it is a link to nothing" if inbox.is_symlink()
+            else exc.strerror or str(exc)
+        )  # fmt: skip
         raise DropvecError(f"cannot use {settings.inbox} as the inbox: {why}") from exc
 
 

@@ -69,25 +69,31 @@ def status(cwd: Path, env: dict[str, str]) -> dict:
 SECRET = "s3cret-Pa55word"
 
 
-def test_up_and_watch_refuse_an_inbox_that_is_a_file_in_one_line_before_starting_anything(
+def test_up_and_watch_refuse_an_inbox_that_is_not_a_folder_in_one_line_before_starting_anything(
     tmp_path: Path,
 ) -> None:
-    # Given a file where the inbox should be
-    (tmp_path / "inbox").write_text("not a folder")
     redis_port = free_port()
     env = {**os.environ, "DROPVEC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
            "DROPVEC_MILVUS_URI": f"http://127.0.0.1:{free_port()}", "COLUMNS": "500"}  # fmt: skip
-    for command in (["up", "--workers", "1"], ["watch"]):
-        # When dropvec is asked to watch it
+    inbox = tmp_path / "inbox"
+
+    def refused(*command: str) -> str:
         result = subprocess.run([sys.executable, "-m", "dropvec", *command], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
-        # Then it says why in one line, and starts no server
         assert result.returncode == 2, result.stderr
-        why = f"error: cannot use {tmp_path / 'inbox'} as the inbox: it is not a folder"
-        assert result.stderr.strip() == why
-        assert not (tmp_path / ".dropvec" / "redis").exists()
+        assert not (tmp_path / ".dropvec" / "redis").exists()  # (no server was started)
         assert free_port_is(redis_port)
-    assert (tmp_path / "inbox").read_text() == "not a folder"
+        return result.stderr.strip().removeprefix(f"error: cannot use {inbox} as the inbox: ")
+
+    # Given a file where the inbox should be, when dropvec is asked to watch it,
+    # then it says why in one line and starts nothing
+    inbox.write_text("not a folder")
+    assert refused("up", "--workers", "1") == refused("watch") == "it is not a folder"
+    assert inbox.read_text() == "not a folder"
+    # And a link to nothing in its place is named as such
+    inbox.unlink()
+    inbox.symlink_to(tmp_path / "unmounted" / "share")
+    assert refused("watch") == "it is a link to nothing"
 
 
 def free_port_is(port: int) -> bool:
