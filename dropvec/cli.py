@@ -242,9 +242,10 @@ def up(
 ) -> None:
     """The whole local stack: Redis, Milvus, workers, and a watched inbox. Ctrl-C stops it all."""
     from dropvec.stack import describe, running
+    from dropvec.sync import make_inbox
 
     settings, stop = _settings(inbox=inbox), threading.Event()
-    _make_inbox(settings)
+    make_inbox(settings.inbox)  # (before anything starts: it is a folder when the URL is printed)
     try:
         with running(settings, workers, stop, on_stopping=lambda: render.out.print("stopping…")):
             web = _web(settings)
@@ -277,25 +278,12 @@ def watch(
     folder: Annotated[Path | None, typer.Argument(help="Folder to watch (default: DROPVEC_INBOX)")] = None,
 ) -> None:
     """The producer alone: reconcile a folder, then keep it in sync until Ctrl-C (workers elsewhere)."""
+    from dropvec.sync import make_inbox
+
     settings, stop = _settings(inbox=folder), threading.Event()
-    _make_inbox(settings)
+    make_inbox(settings.inbox)
     with stopping_on_signals(stop), suppress(KeyboardInterrupt):
         _watch(settings, stop, f"watching {settings.inbox}. Ctrl-C to stop.")
-
-
-def _make_inbox(settings: Settings) -> None:
-    """The inbox made before anything starts, so that it is a folder when ``up`` prints its URL;
-    a file (or anything else) in its place ends the command in one line."""
-    try:
-        settings.inbox.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        inbox = settings.inbox
-        why = (
-            "it is not a folder" if inbox.exists()
-            else "it is a link to nothing" if inbox.is_symlink()
-            else exc.strerror or str(exc)
-        )  # fmt: skip
-        raise DropvecError(f"cannot use {settings.inbox} as the inbox: {why}") from exc
 
 
 def _watch(settings: Settings, stop: threading.Event, ready: str) -> None:

@@ -91,6 +91,20 @@ def ingest(
     return Ingested(report, p, ended)
 
 
+def make_inbox(inbox: Path) -> None:
+    """``inbox`` made if missing; a file (or anything else) in its place is a DropvecError that
+    says so in one line."""
+    try:
+        inbox.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = (
+            "it is not a folder" if inbox.exists()
+            else "it is a link to nothing" if inbox.is_symlink()
+            else exc.strerror or str(exc)
+        )  # fmt: skip
+        raise DropvecError(f"cannot use {inbox} as the inbox: {why}") from exc
+
+
 def keep_in_sync(
     settings: Settings,
     stop: threading.Event,
@@ -105,7 +119,7 @@ def keep_in_sync(
     collection Milvus lost (it may follow the run)."""
     producer = Producer.from_settings(settings, stop)
     inbox = settings.inbox.absolute()
-    inbox.mkdir(parents=True, exist_ok=True)
+    make_inbox(inbox)
     serve(settings, pipeline_registry(settings), "pipeline")
 
     def sync(paths: list[Path], deleted: list[Path]) -> bool:

@@ -16,7 +16,7 @@ import pytest
 
 from dropvec.config.ids import doc_id_for
 from dropvec.ledger.state import StateStore
-from dropvec.stack import free_port
+from dropvec.stack import free_port, is_reachable
 from tests.corpus import SEED
 from tests.integration.conftest import wait_for
 
@@ -82,7 +82,7 @@ def test_up_and_watch_refuse_an_inbox_that_is_not_a_folder_in_one_line_before_st
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert result.returncode == 2, result.stderr
         assert not (tmp_path / ".dropvec" / "redis").exists()  # (no server was started)
-        assert free_port_is(redis_port)
+        assert not is_reachable("127.0.0.1", redis_port)
         return result.stderr.strip().removeprefix(f"error: cannot use {inbox} as the inbox: ")
 
     # Given a file where the inbox should be, when dropvec is asked to watch it,
@@ -94,14 +94,6 @@ def test_up_and_watch_refuse_an_inbox_that_is_not_a_folder_in_one_line_before_st
     inbox.unlink()
     inbox.symlink_to(tmp_path / "unmounted" / "share")
     assert refused("watch") == "it is a link to nothing"
-
-
-def free_port_is(port: int) -> bool:
-    """Nothing listens on ``port`` of 127.0.0.1."""
-    import socket
-
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_up_ingests_the_inbox_stops_cleanly_and_keeps_its_data(tmp_path: Path) -> None:
