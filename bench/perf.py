@@ -2,7 +2,7 @@
 on the same corpus, model and Milvus, in one run.
 
     .venv/bin/python -m bench.perf [--corpus DIR] [--repeat N] [--json] [--skip quality,store,big]
-        [--systems ceiling,st-int8,dropvec,...] [--every N] [--peer-batch N] [--chart docs/perf.svg]
+        [--systems ceiling,st-int8,dropvec,...] [--every N] [--peer-batch 1,32] [--chart docs/perf.svg]
 
 Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, peak RSS):
 - ceiling: the default backend's own encode of dropvec's chunks (``get_text_embedding_batch``),
@@ -16,9 +16,12 @@ Rows (corpus seconds, chunks/s, ratio to the best peer, ratio to the ceiling, pe
 - LlamaIndex ``IngestionPipeline.arun`` (``SentenceSplitter`` + ``HuggingFaceEmbedding``, into
   ``MilvusVectorStore``) on torch and on that int8 recipe (the strongest configuration a skilled
   user would run), and the tutorial's ``VectorStoreIndex.from_documents(use_async=True)`` on
-  torch, all with the same chunk size as dropvec. The peers embed ``--peer-batch`` chunks a call
-  (default: dropvec's batch, 32). sentence-transformers pads a batch to its longest text; at
-  batch 1 nothing is padded, which on a CPU is the recipe's fastest (docs/benchmarks.md).
+  torch, all with the same chunk size as dropvec. Each peer runs once for each ``--peer-batch``
+  size, chunks a model call (default: 1 and dropvec's batch, 32): sentence-transformers pads a
+  batch to its longest text, and which of the two is a peer's fastest depends on the CPU and on
+  the chunks (docs/benchmarks.md). The strongest peer is the one of least corpus seconds: the
+  "/best peer" column is against it, and a line under each dropvec row gives its share of that
+  peer's time.
 The peers are given the documents as dropvec reads them (both 10-Ks are encrypted, and one is
 damaged: llama-index's own PDF reader gets no text from them); their reading time is measured
 and reported beside their pipeline time, and counted in their corpus seconds, as dropvec's is.
@@ -76,7 +79,7 @@ PEERS = {
 SYSTEMS = ("ceiling", "ceiling-1", "st-int8", "dropvec", "dropvec-1", *PEERS)
 
 
-def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int = 0) -> dict[str, Any]:
+def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int) -> dict[str, Any]:
     """Run ``role`` (ceiling or a peer) in a new process; its JSON row with its peak RSS."""
     cmd = [sys.executable, "-m", "bench.perf", "--role", role, "--peer-batch", str(peer_batch)]
     cmd += ["--files", *map(str, files)]
@@ -267,7 +270,7 @@ def throughput(
     root: Path,
     repeat: int = 1,
     systems: tuple[str, ...] = SYSTEMS,
-    peer_batch: int = 0,
+    peer_batches: tuple[int, ...] = (),
 ) -> list[dict[str, Any]]:
     default = settings.worker_processes()
     measured: list[Callable[[], dict[str, Any]]] = []
@@ -286,20 +289,24 @@ def throughput(
         for system, done in zip(measured, runs, strict=True):
             done.append(system())
     rows = [median_run(done) for done in runs]
-    peer_batch = peer_batch or settings.batch_size()
-    for role in ("st-int8", *PEERS):
-        if role in systems:
+    for role in (r for r in ("st-int8", *PEERS) if r in systems):
+        for batch in peer_batches or (1, settings.batch_size()):
             try:
-                rows.append(in_own_process(role, settings, files, peer_batch))
+                rows.append(in_own_process(role, settings, files, batch))
             except SystemExit as exc:  # a peer that fails loses its row, not the rows measured before it
                 print(exc, file=sys.stderr)
     for row in rows:
         row["chunks_per_s"] = row["chunks"] / row["seconds"]
-    peers = [r["chunks_per_s"] for r in rows if r["system"].startswith(tuple(PEERS.values()))]
+    peers = [r for r in rows if r["system"].startswith(tuple(PEERS.values()))]
+    # the strongest by corpus seconds: each splitter makes its own number of chunks
+    best = min(peers, key=lambda r: r["seconds"]) if peers else None
     ceiling = next((r["chunks_per_s"] for r in rows if r.get("key") == "ceiling"), None)
     for row in rows:
-        row["ratio_to_best_peer"] = row["chunks_per_s"] / max(peers) if peers else None
+        row["ratio_to_best_peer"] = row["chunks_per_s"] / best["chunks_per_s"] if best else None
         row["ratio_to_ceiling"] = row["chunks_per_s"] / ceiling if ceiling else None
+        if best and row.get("system", "").startswith("dropvec"):
+            row["best_peer"] = best["system"]
+            row["time_to_best_peer"] = row["seconds"] / best["seconds"]
     # the same round's ceiling run, measured beside it: the machine's drift from one round to the
     # next falls on both
     rounds = next((r["runs_chunks_per_s"] for r in rows if r.get("key") == "ceiling"), [])
@@ -322,6 +329,17 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """``--peer-batch``'s sizes: "1,32" is (1, 32)."""
+    try:
+        sizes = tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"not a list of batch sizes: {text!r}")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -336,7 +354,10 @@ def main() -> None:
         "--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}"
     )
     parser.add_argument(
-        "--peer-batch", type=int, default=0, help="chunks per model call in the peers (default: dropvec's)"
+        "--peer-batch",
+        type=batch_sizes,
+        default=(),
+        help="comma-separated chunks per model call, each peer run at each (default: 1 and dropvec's)",
     )
     parser.add_argument("--chart", type=Path, help="draw chunks/s per system into this SVG or PNG file")
     parser.add_argument("--role", choices=["ceiling", "st-int8", *PEERS], help=argparse.SUPPRESS)
@@ -352,9 +373,9 @@ def main() -> None:
         if args.role == "ceiling":
             row = role_ceiling(settings, args.files, args.share)
         elif args.role == "st-int8":
-            row = role_st_int8(settings, args.files, args.peer_batch)
+            row = role_st_int8(settings, args.files, args.peer_batch[0])
         else:
-            row = role_peer(settings, args.files, args.role, args.peer_batch)
+            row = role_peer(settings, args.files, args.role, args.peer_batch[0])
         print(json.dumps({**row, "peak_rss_mb": high_water_mb()}))  # (its own, before it ends)
         return
 
@@ -427,6 +448,8 @@ def print_rows(settings: Any, files: list[Path], rows: list[dict[str, Any]]) -> 
             )
             print(f"    CPU of its embedding processes: {', '.join(map(str, each))} ms a chunk "
                   f"(median {r['median_cpu_ms_per_chunk']}){producer}")  # fmt: skip
+        if "time_to_best_peer" in r:
+            print(f"    {r['time_to_best_peer']:.2f} of the strongest peer's corpus time ({r['best_peer']})")
         if "read_seconds" in r:
             print(
                 f"  {r['system']}: reading {r['read_seconds']:.1f} s + pipeline {r['pipeline_seconds']:.1f} s"
