@@ -295,6 +295,11 @@ def throughput(
                 rows.append(in_own_process(role, settings, files, batch))
             except SystemExit as exc:  # a peer that fails loses its row, not the rows measured before it
                 print(exc, file=sys.stderr)
+    return compare(rows)
+
+
+def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with their chunks/s and their ratios to the strongest peer and to the ceiling."""
     for row in rows:
         row["chunks_per_s"] = row["chunks"] / row["seconds"]
     peers = [r for r in rows if r["system"].startswith(tuple(PEERS.values()))]
@@ -309,7 +314,7 @@ def throughput(
             row["time_to_best_peer"] = row["seconds"] / best["seconds"]
     # the same round's ceiling run, measured beside it: the machine's drift from one round to the
     # next falls on both
-    rounds = next((r["runs_chunks_per_s"] for r in rows if r.get("key") == "ceiling"), [])
+    rounds = next((r.get("runs_chunks_per_s", []) for r in rows if r.get("key") == "ceiling"), [])
     for row in rows:
         if row.get("key") != "ceiling" and len(row.get("runs_chunks_per_s", [])) == len(rounds) > 1:
             runs = zip(row["runs_chunks_per_s"], rounds, strict=True)
