@@ -289,8 +289,9 @@ def throughput(
         for system, done in zip(measured, runs, strict=True):
             done.append(system())
     rows = [median_run(done) for done in runs]
+    batches = dict.fromkeys(peer_batches or (1, settings.batch_size()))  # (each size once)
     for role in (r for r in ("st-int8", *PEERS) if r in systems):
-        for batch in peer_batches or (1, settings.batch_size()):
+        for batch in batches:
             try:
                 rows.append(in_own_process(role, settings, files, batch))
             except SystemExit as exc:  # a peer that fails loses its row, not the rows measured before it
@@ -309,12 +310,12 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         row["ratio_to_best_peer"] = row["chunks_per_s"] / best["chunks_per_s"] if best else None
         row["ratio_to_ceiling"] = row["chunks_per_s"] / ceiling if ceiling else None
-        if best and row.get("system", "").startswith("dropvec"):
+        if best and row["system"].startswith("dropvec"):
             row["best_peer"] = best["system"]
             row["time_to_best_peer"] = row["seconds"] / best["seconds"]
     # the same round's ceiling run, measured beside it: the machine's drift from one round to the
     # next falls on both
-    rounds = next((r.get("runs_chunks_per_s", []) for r in rows if r.get("key") == "ceiling"), [])
+    rounds = next((r["runs_chunks_per_s"] for r in rows if r.get("key") == "ceiling"), [])
     for row in rows:
         if row.get("key") != "ceiling" and len(row.get("runs_chunks_per_s", [])) == len(rounds) > 1:
             runs = zip(row["runs_chunks_per_s"], rounds, strict=True)
