@@ -80,7 +80,7 @@ SYSTEMS = ("ceiling", "ceiling-1", "st-int8", "dropvec", "dropvec-1", *PEERS)
 
 
 def in_own_process(role: str, settings: Any, files: list[Path], peer_batch: int) -> dict[str, Any]:
-    """Run ``role`` (ceiling or a peer) in a new process; its JSON row with its peak RSS."""
+    """Run ``role`` (a peer, or the recipe's encode) in a new process; its JSON row with its peak RSS."""
     cmd = [sys.executable, "-m", "bench.perf", "--role", role, "--peer-batch", str(peer_batch)]
     cmd += ["--files", *map(str, files)]
     proc = subprocess.Popen(cmd, env={**os.environ, **settings.to_env()}, stdout=subprocess.PIPE, text=True)
